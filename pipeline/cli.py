@@ -1,0 +1,107 @@
+"""`turnforge` command line. Nothing imports this module (ARCHITECTURE.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import runner, shards
+from .stages.base import ConfigError, parse_set
+
+
+def _cmd_build(a) -> int:
+    overrides: dict = {}
+    for k, v in parse_set(a.set).items():  # --set extract.tail_turns=8
+        stage, _, key = k.partition(".")
+        if not key:
+            raise ConfigError(f"--set {k}: use STAGE.key=value with build")
+        overrides.setdefault(stage, {})[key] = v
+    m = runner.build(a.config, a.out, workers=a.workers, progress=not a.quiet, overrides=overrides)
+    print(f"shards: {os.path.join(a.out, m['last_stage'], 'data')}")
+    print(f"manifest: {os.path.join(a.out, 'manifest.json')}")
+    return 0
+
+
+def _cmd_stage(a) -> int:
+    params = parse_set(a.set)
+    seed = int(params.pop("seed", 0))
+    m = runner.run_stage(a.name, params, a.inp, a.out, workers=a.workers, seed=seed, progress=not a.quiet)
+    c = m["counts"]
+    print(f"{a.name}: in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
+          f"records_out={c['records_out']} -> {a.out}")
+    return 0
+
+
+def _cmd_validate(a) -> int:
+    from .validate import validate_path
+
+    bad = validate_path(a.path, parse_set(a.set), out=sys.stdout, limit=a.limit)
+    return 1 if bad else 0
+
+
+def _cmd_inspect(a) -> int:
+    from .validate import inspect_folder
+
+    inspect_folder(a.dir, n=a.n, rejected=a.rejected, out=sys.stdout)
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from .io.writers import write_jsonl
+
+    with open(a.out, "w", encoding="utf-8") as f:
+        n = write_jsonl(shards.iter_records(a.dir), a.format, f)
+    print(f"{n} records -> {a.out} ({a.format})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="turnforge", description="Build multi-turn SFT shards and train on them.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("build", help="run the stages of a YAML config into OUT/stages/NN-name/")
+    b.add_argument("config")
+    b.add_argument("--out", required=True)
+    b.add_argument("--workers", type=int, default=1)
+    b.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(fn=_cmd_build)
+
+    s = sub.add_parser("stage", help="run one stage alone")
+    s.add_argument("name", choices=sorted(runner.STAGES))
+    s.add_argument("--in", dest="inp", required=True, help="input file/dir/glob (extract) or shard folder")
+    s.add_argument("--out", required=True)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_stage)
+
+    v = sub.add_parser("validate", help="report every bad record of an input file/dir or shard folder")
+    v.add_argument("path")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extract settings")
+    v.add_argument("--limit", type=int, default=0, help="print at most N problems (0: all)")
+    v.set_defaults(fn=_cmd_validate)
+
+    i = sub.add_parser("inspect", help="counts and a few records of a shard folder or build")
+    i.add_argument("dir")
+    i.add_argument("-n", type=int, default=3)
+    i.add_argument("--rejected", action="store_true", help="show rejected records instead")
+    i.set_defaults(fn=_cmd_inspect)
+
+    e = sub.add_parser("export", help="write a shard folder as openai / sharegpt / alpaca JSONL")
+    e.add_argument("dir")
+    e.add_argument("--format", choices=["openai", "sharegpt", "alpaca"], default="openai")
+    e.add_argument("--out", required=True)
+    e.set_defaults(fn=_cmd_export)
+
+    a = p.parse_args(argv)
+    try:
+        return a.fn(a)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"turnforge: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

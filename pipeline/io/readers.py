@@ -1,0 +1,261 @@
+"""Streaming readers for the input formats turnforge accepts (issue 2, SPEC R1).
+
+Every reader yields `Item`s, one per input unit (a JSONL line, a JSON array element, a CSV or
+Parquet row), without loading the file: memory stays flat as input grows. A unit that cannot
+be parsed is yielded with `error` set (and its raw text), never raised, so the extract stage can
+put it in `rejected/` with the file and line that produced it.
+
+Conversation formats (auto-detected from the first parseable unit, overridable):
+- ``openai``   ``{"messages": [{"role", "content"}]}``
+- ``sharegpt`` ``{"conversations": [{"from", "value"}]}``
+- ``alpaca``   ``{"instruction", "input", "output", "history": [[q, a], ...]}``
+- ``events``   flat rows of session_id / user_id / timestamp / role / text, any column names
+  (mapped in config or recognised from common aliases).
+Containers: ``.jsonl``, ``.json`` (a JSON array or one object per line), ``.csv``, ``.parquet``.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+FORMATS = ("openai", "sharegpt", "alpaca", "events")
+
+# Column aliases for event logs; config `fields:` overrides any of them.
+EVENT_ALIASES = {
+    "session_id": ("session_id", "session", "sid", "conversation_id", "conv_id", "dialog_id", "chat_id"),
+    "user_id": ("user_id", "uid", "user", "customer_id", "account_id"),
+    "timestamp": ("timestamp", "ts", "time", "created_at", "datetime", "date"),
+    "role": ("role", "speaker", "sender", "from", "author"),
+    "text": ("text", "content", "msg", "message", "value", "utterance"),
+}
+
+
+@dataclass
+class Item:
+    """One input unit. `obj` is the parsed record, or None with `error` and `raw` set."""
+    file: str
+    line: int  # 1-based line (JSONL, JSON), row + header offset (CSV), row index + 1 (Parquet)
+    obj: Any = None
+    error: str | None = None  # reason code: malformed_json, invalid_utf8, ...
+    detail: str | None = None
+    raw: str | None = None
+
+
+def expand_paths(path: str) -> list[str]:
+    """A file, a directory (every supported file under it) or a glob, sorted for determinism."""
+    exts = (".jsonl", ".json", ".csv", ".parquet")
+    if os.path.isdir(path):
+        out = [os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs if f.endswith(exts)]
+    elif any(c in path for c in "*?["):
+        out = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+    elif os.path.isfile(path):
+        out = [path]
+    else:
+        raise FileNotFoundError(f"input path {path!r}: no such file, directory or glob match")
+    if not out:
+        raise FileNotFoundError(f"input path {path!r}: no .jsonl/.json/.csv/.parquet files")
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------- containers
+
+def _iter_jsonl(path: str) -> Iterator[Item]:
+    with open(path, "rb") as f:
+        for n, b in enumerate(f, 1):
+            if not b.strip():
+                continue
+            try:
+                s = b.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield Item(path, n, error="invalid_utf8", detail=f"byte {e.start}: {e.reason}",
+                           raw=b.decode("utf-8", "backslashreplace").rstrip("\n"))
+                continue
+            try:
+                yield Item(path, n, json.loads(s))
+            except json.JSONDecodeError as e:
+                yield Item(path, n, error="malformed_json", detail=f"column {e.colno}: {e.msg}",
+                           raw=s.rstrip("\n"))
+
+
+def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
+    """Elements of a top-level JSON array, decoded one at a time from a growing buffer."""
+    dec = json.JSONDecoder()
+    with open(path, "r", encoding="utf-8", errors="strict") as f:
+        buf, pos, line, eof = "", 0, 1, False
+
+        def fill() -> bool:
+            nonlocal buf, pos, eof
+            data = f.read(chunk)
+            if not data:
+                eof = True
+                return False
+            buf = buf[pos:] + data
+            pos = 0
+            return True
+
+        def skip(chars: str) -> None:
+            nonlocal pos, line
+            while True:
+                while pos < len(buf) and buf[pos] in chars:
+                    line += buf[pos] == "\n"
+                    pos += 1
+                if pos < len(buf) or not fill():
+                    return
+
+        fill()
+        skip(" \t\r\n")
+        if buf[pos:pos + 1] != "[":
+            raise ValueError(f"{path}: not a JSON array")
+        pos += 1
+        while True:
+            skip(" \t\r\n,")
+            if pos >= len(buf) or buf[pos] == "]":
+                return
+            while True:
+                try:
+                    obj, end = dec.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as e:
+                    if eof or not fill():
+                        rest = buf[pos:]
+                        yield Item(path, line, error="malformed_json",
+                                   detail=f"array element: {e.msg}; rest of file unreadable",
+                                   raw=rest)
+                        return
+            yield Item(path, line, obj)
+            line += buf.count("\n", pos, end)
+            pos = end
+
+
+def _iter_json(path: str) -> Iterator[Item]:
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith(b"["):
+        try:
+            yield from _iter_json_array(path)
+        except UnicodeDecodeError as e:
+            yield Item(path, 0, error="invalid_utf8", detail=f"byte {e.start}: {e.reason}; file unreadable",
+                       raw=None)
+    else:  # a .json file holding one object per line
+        yield from _iter_jsonl(path)
+
+
+def _iter_csv(path: str) -> Iterator[Item]:
+    # surrogateescape keeps reading past bad bytes; such rows are reported as invalid_utf8.
+    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:  # reads the header; empty file
+            return
+        start = reader.line_num
+        for row in reader:
+            line = start + 1
+            start = reader.line_num
+            if None in row:
+                yield Item(path, line, error="malformed_csv", detail="more fields than the header",
+                           raw=json.dumps(row, ensure_ascii=False, default=str))
+                continue
+            try:
+                for v in row.values():
+                    if v is not None:
+                        v.encode("utf-8")
+            except UnicodeEncodeError:
+                yield Item(path, line, error="invalid_utf8", detail="row holds bytes that are not UTF-8",
+                           raw=json.dumps({k: (v or "").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                                           for k, v in row.items()}, ensure_ascii=False))
+                continue
+            yield Item(path, line, row)
+
+
+def _iter_parquet(path: str, batch_size: int = 4096) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        for row in batch.to_pylist():
+            n += 1
+            yield Item(path, n, row)
+
+
+def iter_items(path: str) -> Iterator[Item]:
+    """Raw units of one file, by extension."""
+    if path.endswith(".jsonl"):
+        return _iter_jsonl(path)
+    if path.endswith(".json"):
+        return _iter_json(path)
+    if path.endswith(".csv"):
+        return _iter_csv(path)
+    if path.endswith(".parquet"):
+        return _iter_parquet(path)
+    raise ValueError(f"{path}: unsupported file type (use .jsonl, .json, .csv or .parquet)")
+
+
+# ---------------------------------------------------------------------------- formats
+
+def detect_format(obj: Any, fields: dict | None = None) -> str | None:
+    """Format of one parsed unit, or None when it is not recognisable."""
+    if not isinstance(obj, dict):
+        return None
+    if "messages" in obj:
+        return "openai"
+    if "conversations" in obj:
+        return "sharegpt"
+    if "instruction" in obj and "output" in obj:
+        return "alpaca"
+    cols = resolve_event_fields(obj.keys(), fields)
+    if cols.get("role") and cols.get("text"):
+        return "events"
+    return None
+
+
+def sniff_format(path: str, fields: dict | None = None, max_units: int = 50) -> str:
+    """Format of a file from its first parseable units."""
+    for i, item in enumerate(iter_items(path)):
+        if item.error is None:
+            fmt = detect_format(item.obj, fields)
+            if fmt:
+                return fmt
+        if i >= max_units:
+            break
+    raise ValueError(f"{path}: cannot detect the input format from its first {max_units} records; "
+                     f"set format to one of {FORMATS}")
+
+
+def resolve_event_fields(columns, fields: dict | None = None) -> dict:
+    """Map canonical event fields to the file's column names (config first, then aliases)."""
+    cols = list(columns)
+    out = {}
+    for canon, aliases in EVENT_ALIASES.items():
+        if fields and fields.get(canon):
+            out[canon] = fields[canon] if fields[canon] in cols else None
+            continue
+        out[canon] = next((a for a in aliases if a in cols), None)
+    return out
+
+
+def parse_timestamp(v: Any) -> float | None:
+    """Epoch seconds from an epoch number (s or ms) or an ISO-8601 string; naive means UTC."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        raise ValueError(f"timestamp must be a number or ISO-8601 string, got {v!r}")
+    if isinstance(v, (int, float)):
+        x = float(v)
+    elif isinstance(v, datetime):
+        d = v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        return d.timestamp()
+    elif isinstance(v, str):
+        s = v.strip()
+        try:
+            x = float(s)
+        except ValueError:
+            d = datetime.fromisoformat(s.replace("Z", "+00:00"))
+            d = d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+            return d.timestamp()
+    else:
+        raise ValueError(f"timestamp must be a number or ISO-8601 string, got {type(v).__name__}")
+    return x / 1000.0 if x > 1e11 else x  # 1e11 s is year 5138: larger values are milliseconds

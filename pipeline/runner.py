@@ -1,0 +1,189 @@
+"""Runs stages into shard folders and builds from a YAML config, resumably.
+
+Resume works at two levels: a stage folder with `_SUCCESS` is skipped; inside an unfinished
+one, every task whose `.work/<task>.json` marker exists (written after its parts) is skipped.
+Task outputs are pure functions of (input, config), so a resumed build is byte-identical to an
+uninterrupted one, and so is a build with any number of workers.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib
+import json
+import os
+import platform
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+import yaml
+
+from . import shards
+from .schema import SCHEMA_VERSION
+from .stages.base import ConfigError, MapStage, Stage, StageContext, make_config, merge_counts
+
+# name -> "module:Class"; imported lazily so a stage's heavy deps load only when it runs.
+STAGES = {
+    "extract": "pipeline.stages.extract:Extract",
+}
+SECRET_KEYS = {"user_salt", "api_key", "salt"}
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r}; available: {sorted(STAGES)}")
+    mod, cls = STAGES[name].split(":")
+    return getattr(importlib.import_module(mod), cls)()
+
+
+def redact(params: dict) -> dict:
+    return {k: ("<redacted>" if k in SECRET_KEYS and v else v) for k, v in params.items()}
+
+
+def versions() -> dict:
+    import numpy
+    import pyarrow
+
+    from . import __version__
+    return {"turnforge": __version__, "python": platform.python_version(), "pyarrow": pyarrow.__version__,
+            "numpy": numpy.__version__, "schema": SCHEMA_VERSION}
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run_task(name: str, params: dict, task_name: str, payload: dict, folder: str,
+              rows_per_part: int | None, batch_rows: int) -> dict:
+    """One task in a worker (or inline): write its parts, then its completion marker."""
+    stage = get_stage(name)
+    cfg = make_config(stage.Config, params)
+    for old in glob.glob(os.path.join(folder, "*", f"part-{task_name}*.arrow")):
+        os.remove(old)  # parts of a killed attempt; rewritten identically below
+    ctx = StageContext(name, folder, task_name, rows_per_part, batch_rows)
+    out = shards.RollingWriter(os.path.join(folder, "data"), f"part-{task_name}", shards.SCHEMA, rows_per_part)
+    for batch in stage.run_task(payload, cfg, ctx):
+        out.write(batch)
+        ctx.records_out += batch.num_rows
+    ctx.close()
+    out.close()
+    counts = ctx.counts()
+    if counts["in"] != counts["kept"] + sum(counts["rejected"].values()):
+        raise RuntimeError(f"stage {name} task {task_name}: accounting broken: {counts}")
+    shards.atomic_write_json(os.path.join(folder, ".work", f"{task_name}.json"),
+                             {"payload": payload, "counts": counts})
+    return counts
+
+
+def _task_done(folder: str, task) -> bool:
+    p = os.path.join(folder, ".work", f"{task.name}.json")
+    if not os.path.exists(p):
+        return False
+    with open(p, encoding="utf-8") as f:
+        return json.load(f).get("payload") == task.payload
+
+
+def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers: int = 1, seed: int = 0,
+              rows_per_part: int = 50_000, batch_rows: int = 1000, progress: bool = True) -> dict:
+    """Run one stage into `folder` (resuming it if unfinished); returns its manifest."""
+    stage = get_stage(name)
+    cfg = make_config(stage.Config, params)
+    fp = _fingerprint({"stage": name, "params": params, "input": inp, "seed": seed})
+    if shards.is_complete(folder):
+        m = shards.load_manifest(folder)
+        if m.get("fingerprint") != fp:
+            raise ConfigError(f"{folder} was built with another config or input; delete it or choose another --out")
+        return m
+    shards.prepare(folder)
+    fp_path = os.path.join(folder, ".work", "fingerprint")
+    if os.path.exists(fp_path) and open(fp_path).read() != fp:
+        raise ConfigError(f"{folder} holds an unfinished run with another config or input; delete it first")
+    shards.atomic_write_bytes(fp_path, fp.encode())
+
+    tasks = stage.plan(inp, cfg)
+    if isinstance(stage, MapStage):
+        rows_per_part = None  # one output part per input part, same name
+    todo = [t for t in tasks if not _task_done(folder, t)]
+    bar = _bar(len(tasks), len(tasks) - len(todo), name, progress)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futs = [pool.submit(_run_task, name, params, t.name, t.payload, folder, rows_per_part, batch_rows)
+                    for t in todo]
+            for f in as_completed(futs):
+                f.result()
+                bar.update(1)
+    else:
+        for t in todo:
+            _run_task(name, params, t.name, t.payload, folder, rows_per_part, batch_rows)
+            bar.update(1)
+    bar.close()
+
+    per_task = []
+    for t in tasks:
+        with open(os.path.join(folder, ".work", f"{t.name}.json"), encoding="utf-8") as f:
+            per_task.append(json.load(f)["counts"])
+    counts = merge_counts(per_task)
+    extra = stage.finalize(folder, cfg, counts)
+    manifest = {
+        "stage": name,
+        "config": redact(params),
+        "input": stage.describe_input(inp, cfg),
+        "seed": seed,
+        "versions": versions(),
+        "fingerprint": fp,
+        "counts": counts,
+        "accounting_ok": counts["in"] == counts["kept"] + counts["rejected_total"],
+        "tasks": len(tasks),
+        "data_parts": [os.path.basename(p) for p in shards.data_files(folder)],
+        "rejected_parts": [os.path.basename(p) for p in shards.data_files(folder, "rejected")],
+        "rejected_files": "mode 0600: may hold raw text with personal data (written before the pii stage)",
+        **extra,
+    }
+    shards.mark_complete(folder, manifest)
+    return manifest
+
+
+def _bar(total: int, done: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc=desc, unit="task", disable=not enabled or None,
+                file=sys.stderr, leave=False)
+
+
+def load_config(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f) or {}
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("stages"), list) or not cfg["stages"]:
+        raise ConfigError(f"{path}: needs a `stages:` list (e.g. - name: extract)")
+    return cfg
+
+
+def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True,
+          overrides: dict | None = None) -> dict:
+    """`turnforge build`: every configured stage in order into OUT/stages/NN-name/."""
+    cfg = load_config(config_path)
+    seed = int(cfg.get("seed", 0))
+    run_opts = {k: cfg[k] for k in ("rows_per_part", "batch_rows") if k in cfg}
+    os.makedirs(out, exist_ok=True)
+    prev, funnel = None, []
+    for k, st in enumerate(cfg["stages"], 1):
+        st = {"name": st} if isinstance(st, str) else dict(st)
+        name = st.pop("name", None)
+        if not name:
+            raise ConfigError(f"{config_path}: stages[{k - 1}] has no name")
+        params = {**st, **(overrides or {}).get(name, {})}
+        if name == "extract" and "inputs" in cfg:
+            params.setdefault("inputs", cfg["inputs"])
+        folder = os.path.join(out, "stages", f"{k:02d}-{name}")
+        m = run_stage(name, params, prev, folder, workers=workers, seed=seed, progress=progress, **run_opts)
+        funnel.append({"stage": name, "folder": os.path.relpath(folder, out), **m["counts"]})
+        if progress:
+            c = m["counts"]
+            print(f"[{k:02d}-{name}] in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
+                  f"records_out={c['records_out']} -> {folder}", file=sys.stderr)
+        prev = folder
+    manifest = {"config": os.path.abspath(config_path), "seed": seed, "versions": versions(),
+                "funnel": funnel, "last_stage": os.path.relpath(prev, out)}
+    shards.atomic_write_json(os.path.join(out, "manifest.json"), manifest)
+    return manifest

@@ -1,0 +1,178 @@
+"""What a stage is (ARCHITECTURE.md "Stages").
+
+A stage is a small object with a typed config (a dataclass) that turns input into record
+batches while a `StageContext` counts every input unit in and out, with a reason for each one
+dropped. The runner cuts a stage's work into tasks (one per input file or input part) so tasks
+run in worker processes, resume independently and always produce the same part names.
+
+- `MapStage` (quality, pii, topic, ...): a pure `run(batches, ctx) -> batches` per input part, so
+  the same code runs in-process, under `datasets.map(num_proc=...)` or on Ray Data.
+- Stages with their own planning (extract reads raw files; dedup and mix add a reduce step)
+  override `plan` / `run_task` / `finalize`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from typing import Any, Iterator
+
+import pyarrow as pa
+import yaml
+
+from .. import shards
+from ..schema import REJECTED_SCHEMA, rejected_row
+
+# Records dropped before the pii stage still hold raw text: owner-only files (issue 5, item 3).
+REJECTED_MODE = 0o600
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def make_config(cls, values: dict[str, Any]):
+    """Build a stage config dataclass, naming unknown keys and wrong types clearly."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    cfg = cls(**values)
+    if hasattr(cfg, "check"):
+        cfg.check()
+    return cfg
+
+
+def parse_set(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are read as YAML scalars/lists (3, 0.5, true, [a, b])."""
+    out: dict[str, Any] = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ConfigError(f"--set {p!r}: expected key=value")
+        k, v = p.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v != "" else ""
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
+class StageContext:
+    """Counts of one task: every input unit ends up kept or rejected with a reason."""
+
+    def __init__(self, stage: str, folder: str | None, task: str, rows_per_part: int = 50_000,
+                 batch_rows: int = 1000):
+        self.stage, self.task = stage, task
+        self.n_in = 0
+        self.kept = 0
+        self.rejected: Counter = Counter()  # input units dropped, by reason
+        self.archived: Counter = Counter()  # rows that keep cut parts of kept records, by reason
+        self.repairs: Counter = Counter()
+        self.records_out = 0
+        self.rejected_rows = 0
+        self.batch_rows = batch_rows
+        self._buf: list[dict] = []
+        self._writer = None
+        if folder is not None:
+            self._writer = shards.RollingWriter(os.path.join(folder, "rejected"), f"part-{task}",
+                                                REJECTED_SCHEMA, rows_per_part, mode=REJECTED_MODE)
+        self.listeners: list = []  # callables(row) used by `turnforge validate`
+
+    def take(self, n: int = 1) -> None:
+        self.n_in += n
+
+    def keep(self, n: int = 1) -> None:
+        self.kept += n
+
+    def repair(self, rule: str, n: int = 1) -> None:
+        if n:
+            self.repairs[rule] += n
+
+    def reject(self, reason: str, *, n_inputs: int = 1, **kw) -> None:
+        row = rejected_row(self.stage, reason, n_inputs=n_inputs, **kw)
+        if n_inputs:
+            self.rejected[reason] += n_inputs
+        else:
+            self.archived[reason] += 1
+        self.rejected_rows += 1
+        for f in self.listeners:
+            f(row)
+        if self._writer is not None:
+            self._buf.append(row)
+            if len(self._buf) >= self.batch_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buf and self._writer is not None:
+            self._writer.write(pa.RecordBatch.from_pylist(self._buf, schema=REJECTED_SCHEMA))
+        self._buf = []
+
+    def close(self) -> list[str]:
+        self._flush()
+        return self._writer.close() if self._writer is not None else []
+
+    def counts(self) -> dict:
+        return {"in": self.n_in, "kept": self.kept, "rejected": dict(sorted(self.rejected.items())),
+                "archived": dict(sorted(self.archived.items())),
+                "repairs": dict(sorted(self.repairs.items())), "records_out": self.records_out,
+                "rejected_rows": self.rejected_rows}
+
+
+def merge_counts(parts: list[dict]) -> dict:
+    rej, rep, arc = Counter(), Counter(), Counter()
+    tot = {"in": 0, "kept": 0, "records_out": 0, "rejected_rows": 0}
+    for c in parts:
+        for k in tot:
+            tot[k] += c[k]
+        rej.update(c["rejected"])
+        rep.update(c["repairs"])
+        arc.update(c["archived"])
+    tot["rejected"] = dict(sorted(rej.items()))
+    tot["rejected_total"] = sum(rej.values())
+    tot["archived"] = dict(sorted(arc.items()))
+    tot["repairs"] = dict(sorted(rep.items()))
+    return tot
+
+
+@dataclasses.dataclass
+class Task:
+    name: str  # used in part names: data/part-<name>-NNNNN.arrow
+    payload: dict
+
+
+class Stage:
+    name = "stage"
+    Config: type = object
+
+    def plan(self, inp: str | None, cfg) -> list[Task]:
+        raise NotImplementedError
+
+    def run_task(self, payload: dict, cfg, ctx: StageContext) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def finalize(self, folder: str, cfg, counts: dict) -> dict:
+        """Reduce step after all tasks; returns extra manifest fields."""
+        return {}
+
+    def describe_input(self, inp: str | None, cfg) -> Any:
+        return inp
+
+
+class MapStage(Stage):
+    """A per-batch stage over a shard folder: one task per input part."""
+
+    def plan(self, inp, cfg):
+        if inp is None or not shards.is_complete(inp):
+            raise ConfigError(f"stage {self.name}: input {inp!r} is not a finished shard folder (_SUCCESS missing)")
+        return [Task(os.path.basename(p)[len("part-"):-len(".arrow")], {"part": p})
+                for p in shards.data_files(inp)]
+
+    def run_task(self, payload, cfg, ctx):
+        def batches():
+            for b in shards.iter_batches_of(payload["part"]):
+                ctx.take(b.num_rows)
+                yield b
+        yield from self.run(batches(), ctx, cfg)
+
+    def run(self, batches: Iterator[pa.RecordBatch], ctx: StageContext, cfg) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError

@@ -1,0 +1,87 @@
+"""Text helpers that work on Chinese and English alike (no `\\b`, no word splitting on CJK)."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# RE2 syntax (pyarrow.compute): CJK unified ideographs + extension A + compatibility.
+_CJK_RE2 = r"[\x{4e00}-\x{9fff}\x{3400}-\x{4dbf}\x{f900}-\x{faff}]"
+_LATIN_WORD_RE2 = r"[A-Za-z]+"
+
+# Shares compare words with words: a Chinese word averages about 1.5 characters, so CJK
+# characters / 1.5 are set against Latin words. Thresholds: >= 0.8 zh, <= 0.2 en, else mixed.
+ZH_CHARS_PER_WORD = 1.5
+ZH_SHARE, EN_SHARE = 0.8, 0.2
+
+
+def detect_lang(messages: pa.ListArray | pa.ChunkedArray) -> list[str]:
+    """zh / en / mixed / other for each conversation, vectorised over a whole batch.
+
+    `messages` is the list<struct<content,...>> column; counts are summed per row with
+    np.add.reduceat over the list offsets, so there is no Python loop per message.
+    """
+    if isinstance(messages, pa.ChunkedArray):
+        messages = messages.combine_chunks()
+    n = len(messages)
+    if n == 0:
+        return []
+    content = pc.struct_field(messages.flatten(), "content")
+    cjk = pc.count_substring_regex(content, _CJK_RE2).to_numpy(zero_copy_only=False)
+    words = pc.count_substring_regex(content, _LATIN_WORD_RE2).to_numpy(zero_copy_only=False)
+    offsets = messages.offsets.to_numpy()
+    starts = offsets[:-1] - offsets[0]
+    lens = np.diff(offsets)
+    z = np.zeros(n, dtype=np.int64)
+    w = np.zeros(n, dtype=np.int64)
+    nz = lens > 0
+    if len(cjk):
+        z[nz] = np.add.reduceat(cjk.astype(np.int64), starts[nz])
+        w[nz] = np.add.reduceat(words.astype(np.int64), starts[nz])
+    zw = z / ZH_CHARS_PER_WORD
+    total = zw + w
+    share = np.divide(zw, total, out=np.zeros(n), where=total > 0)
+    out = np.where(share >= ZH_SHARE, "zh", np.where(share <= EN_SHARE, "en", "mixed"))
+    out = np.where(total == 0, "other", out)
+    return out.tolist()
+
+
+# --------------------------------------------------------------------------- chat markup
+# Template tokens are never content: strip them wherever they appear.
+TEMPLATE_TOKENS = re.compile(
+    r"<\|im_start\|>\s*(?:system|user|assistant|tool)?\s*"
+    r"|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>"
+    r"|<\|start_header_id\|>\s*\w*\s*<\|end_header_id\|>"
+    r"|<\|(?:system|user|assistant|end)\|>"
+    r"|</?s>|\[/?INST\]|<<\s*/?SYS\s*>>"
+    r"|</?(?:user|assistant|system|human|bot|gpt)>",
+    re.IGNORECASE,
+)
+# A speaker label at the very start of a message repeats the role: strip it.
+LEADING_SPEAKER = re.compile(
+    r"^\s*(?:human|user|assistant|ai|bot|gpt|system|用户|助手|客服|系统|机器人)\s*[:：]\s*",
+    re.IGNORECASE,
+)
+# A speaker label at the start of a later line means a transcript was pasted into one
+# message: flagged (or rejected by config), not rewritten, since it may be a quote.
+EMBEDDED_SPEAKER = re.compile(r"\n\s*(?:human|assistant|用户|助手)\s*[:：]", re.IGNORECASE)
+
+
+def clean_markup(text: str) -> tuple[str, list[str]]:
+    """Remove template tokens and a leading speaker label; report what was found.
+
+    >>> clean_markup("<|im_start|>user\\nHuman: hi<|im_end|>")
+    ('hi', ['template_token', 'speaker_label'])
+    """
+    found = []
+    t = TEMPLATE_TOKENS.sub("", text)
+    if t != text:
+        found.append("template_token")
+    t2 = LEADING_SPEAKER.sub("", t, count=1)
+    if t2 != t:
+        found.append("speaker_label")
+    if EMBEDDED_SPEAKER.search(t2):
+        found.append("embedded_dialogue")
+    return (t2.strip() if found else t2), found

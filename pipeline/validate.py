@@ -1,0 +1,103 @@
+"""`turnforge validate` and `turnforge inspect`."""
+from __future__ import annotations
+
+import json
+import os
+from typing import TextIO
+
+from . import shards
+from .schema import validate_record
+from .stages.base import StageContext, make_config
+
+# Rejected rows that archive part of a kept record are not input errors.
+NOT_ERRORS = {"tail_trimmed", "leading_non_user", "trailing_unanswered"}
+
+
+def validate_path(path: str, params: dict, out: TextIO, limit: int = 0) -> int:
+    """Print every bad record (file:line or part:row, field, reason); return how many."""
+    printed = 0
+
+    def say(msg: str) -> None:
+        nonlocal printed
+        if not limit or printed < limit:
+            print(msg, file=out)
+        printed += 1
+
+    if os.path.isdir(os.path.join(path, "data")):
+        n = 0
+        for part in shards.data_files(path):
+            for row, rec in enumerate(shards.read_table(part).to_pylist()):
+                n += 1
+                for e in validate_record(rec, f"{os.path.basename(part)}:{row}"):
+                    say(e)
+        print(f"{n} records checked, {printed} problems", file=out)
+        return printed
+
+    from .stages.extract import Extract
+
+    stage = Extract()
+    cfg = make_config(stage.Config, params)
+    bad = 0
+    total_in = 0
+    for task in stage.plan(path, cfg):
+        ctx = StageContext("extract", None, task.name)
+
+        def on_reject(row, _ctx=ctx):
+            nonlocal bad
+            if row["reason"] in NOT_ERRORS:
+                return
+            bad += 1
+            say(f"{row['source_file']}:{row['line']}: {row['reason']}: {row['detail'] or ''}".rstrip(": "))
+
+        ctx.listeners.append(on_reject)
+        for _ in stage.run_task(task.payload, cfg, ctx):
+            pass
+        total_in += ctx.n_in
+        if ctx.repairs:
+            print(f"{task.payload['file']}: repairs {dict(ctx.repairs)}", file=out)
+    print(f"{total_in} input records checked, {bad} bad", file=out)
+    return bad
+
+
+def _short(s: str, n: int = 160) -> str:
+    s = s.replace("\n", "⏎")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def inspect_folder(folder: str, n: int = 3, rejected: bool = False, out: TextIO | None = None) -> None:
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    top = os.path.join(folder, "manifest.json")
+    if os.path.exists(top) and not os.path.isdir(os.path.join(folder, "data")):
+        m = shards.load_manifest(folder)
+        p(f"build {folder}: seed {m.get('seed')}")
+        for f in m.get("funnel", []):
+            p(f"  {f['folder']:<24} in={f['in']:<7} kept={f['kept']:<7} rejected={f['rejected_total']:<6} "
+              f"records_out={f['records_out']}")
+        folder = os.path.join(folder, m["last_stage"])
+        p("")
+    if not shards.is_complete(folder):
+        p(f"{folder}: unfinished (no _SUCCESS)")
+        return
+    m = shards.load_manifest(folder)
+    c = m["counts"]
+    p(f"{folder}  stage={m['stage']}  in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
+      f"records_out={c['records_out']}  accounting_ok={m['accounting_ok']}")
+    if c["rejected"]:
+        p("  rejected: " + ", ".join(f"{k}={v}" for k, v in c["rejected"].items()))
+    if c["repairs"]:
+        p("  repairs:  " + ", ".join(f"{k}={v}" for k, v in c["repairs"].items()))
+    sub = "rejected" if rejected else "data"
+    shown = 0
+    for rec in shards.iter_records(folder, sub):
+        if shown >= n:
+            break
+        shown += 1
+        if rejected:
+            p(f"- {rec['reason']} {rec['source_file']}:{rec['line']} n_inputs={rec['n_inputs']}: {rec['detail']}")
+            p(f"    {_short(rec['raw'] or '')}")
+            continue
+        meta = {k: v for k, v in (rec["meta"] or {}).items() if v not in (None, [], "")}
+        p(f"- id={rec['id']} source={rec['source']} domain={rec['domain']} lang={rec['lang']} "
+          f"meta={_short(json.dumps(meta, ensure_ascii=False, default=str), 200)}")
+        for msg in rec["messages"]:
+            p(f"    [{msg['turn']}] {msg['role']:<9} {_short(msg['content'])}")
