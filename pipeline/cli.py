@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         return a.fn(a)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, OSError, ValueError) as e:
         print(f"turnforge: error: {e}", file=sys.stderr)
         return 2
 

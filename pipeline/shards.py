@@ -159,7 +159,9 @@ def iter_batches(folder: str, sub: str = "data") -> Iterator[pa.RecordBatch]:
 
 
 def iter_batches_of(path: str) -> Iterator[pa.RecordBatch]:
-    with pa.memory_map(path) as src:
+    # Plain reads, not a memory map: each batch is freed after use, so resident memory
+    # stays at one batch however large the part is.
+    with pa.OSFile(path, "rb") as src:
         yield from pa.ipc.open_stream(src)
 
 

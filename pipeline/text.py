@@ -49,39 +49,53 @@ def detect_lang(messages: pa.ListArray | pa.ChunkedArray) -> list[str]:
 
 
 # --------------------------------------------------------------------------- chat markup
-# Template tokens are never content: strip them wherever they appear.
+# Template tokens are never content, but code may legitimately hold look-alikes
+# (`List<User>`, an explanation of ChatML), so fenced code blocks are left alone and the
+# role tags are matched lower-case only.
 TEMPLATE_TOKENS = re.compile(
-    r"<\|im_start\|>\s*(?:system|user|assistant|tool)?\s*"
+    r"<\|im_start\|>[ \t]*(?:system|user|assistant|tool)?[ \t]*\n?"
     r"|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>"
-    r"|<\|start_header_id\|>\s*\w*\s*<\|end_header_id\|>"
+    r"|<\|start_header_id\|>[ \t]*\w*[ \t]*<\|end_header_id\|>\n*"
     r"|<\|(?:system|user|assistant|end)\|>"
-    r"|</?s>|\[/?INST\]|<<\s*/?SYS\s*>>"
-    r"|</?(?:user|assistant|system|human|bot|gpt)>",
-    re.IGNORECASE,
+    r"|(?:<s>)?[ \t]*\[/?INST\][ \t]*|<<[ \t]*/?SYS[ \t]*>>"
+    r"|</s>[ \t]*$"
+    r"|</?(?:user|assistant|system|human|bot|gpt)>"
 )
-# A speaker label at the very start of a message repeats the role: strip it.
-LEADING_SPEAKER = re.compile(
-    r"^\s*(?:human|user|assistant|ai|bot|gpt|system|用户|助手|客服|系统|机器人)\s*[:：]\s*",
-    re.IGNORECASE,
-)
+_FENCE = re.compile(r"(```.*?(?:```|$))", re.DOTALL)
+# A speaker label at the very start of a message that names the message's own role repeats
+# the role: strip it. Generic words ("AI:", "GPT:") are left: they are often content.
+LEADING_LABEL = {
+    "user": re.compile(r"^\s*(?:human|user|用户|客户)\s*[:：]\s*", re.IGNORECASE),
+    "assistant": re.compile(r"^\s*(?:assistant|助手|客服)\s*[:：]\s*", re.IGNORECASE),
+    "system": re.compile(r"^\s*(?:system|系统)\s*[:：]\s*", re.IGNORECASE),
+}
 # A speaker label at the start of a later line means a transcript was pasted into one
-# message: flagged (or rejected by config), not rewritten, since it may be a quote.
-EMBEDDED_SPEAKER = re.compile(r"\n\s*(?:human|assistant|用户|助手)\s*[:：]", re.IGNORECASE)
+# message: flagged (or rejected by config), not rewritten, since it may be a quote or a script.
+EMBEDDED_SPEAKER = re.compile(r"\n\s*(?:human|assistant|user|用户|助手)\s*[:：]", re.IGNORECASE)
 
 
-def clean_markup(text: str) -> tuple[str, list[str]]:
-    """Remove template tokens and a leading speaker label; report what was found.
+def clean_markup(text: str, role: str = "user") -> tuple[str, list[str]]:
+    r"""Remove template tokens (outside code blocks) and a leading label naming `role`.
 
-    >>> clean_markup("<|im_start|>user\\nHuman: hi<|im_end|>")
+    >>> clean_markup("<|im_start|>user\nHuman: hi<|im_end|>")
     ('hi', ['template_token', 'speaker_label'])
+    >>> clean_markup("```java\nList<User> xs;\n```")[1]
+    []
     """
     found = []
-    t = TEMPLATE_TOKENS.sub("", text)
+    parts = _FENCE.split(text)
+    for i in range(0, len(parts), 2):  # even indices are outside code fences
+        parts[i] = TEMPLATE_TOKENS.sub("", parts[i])
+    t = "".join(parts)
     if t != text:
         found.append("template_token")
-    t2 = LEADING_SPEAKER.sub("", t, count=1)
-    if t2 != t:
-        found.append("speaker_label")
-    if EMBEDDED_SPEAKER.search(t2):
+    embedded = EMBEDDED_SPEAKER.search(t) is not None
+    label = LEADING_LABEL.get(role)
+    if label is not None and not embedded:
+        t2 = label.sub("", t, count=1)
+        if t2 != t:
+            found.append("speaker_label")
+        t = t2
+    if embedded:
         found.append("embedded_dialogue")
-    return (t2.strip() if found else t2), found
+    return (t.strip() if found else text), found

@@ -215,3 +215,16 @@ def test_csv_events_with_mapped_columns(tmp_path, extract):
                                       "text": "msg"})
     assert [x["content"] for x in recs[0]["messages"]] == ["订单, 还没到", "正在查询"]
     assert recs[0]["meta"]["start_time"].timestamp() == 100
+
+
+def test_markup_cleaning_leaves_code_and_content_words_alone():
+    from pipeline.text import clean_markup
+    code = "Here:\n```java\npublic List<User> all() { return repo.findAll(); }\n```"
+    assert clean_markup(code, "assistant") == (code, [])
+    assert clean_markup("AI：控制非玩家角色的代码。", "assistant") == ("AI：控制非玩家角色的代码。", [])
+    assert clean_markup("<s>[INST] 你好 [/INST]", "user") == ("你好", ["template_token"])
+    assert clean_markup("用户：你好", "user") == ("你好", ["speaker_label"])
+    # a label naming the other role is content (a script the assistant wrote), only flagged
+    script = "用户：嘿，小猫！\n猫：喵。\n用户：新的玩具？"
+    assert clean_markup(script, "assistant") == (script, ["embedded_dialogue"])
+    assert clean_markup("strike <s>this</s> out", "user")[1] == []

@@ -309,7 +309,7 @@ def normalise(conv: _Conv, cfg: ExtractConfig, role_map: dict, ctx: StageContext
             return reject("bad_type", f"messages[{i}].content: expected a string, got {type(m.content).__name__}")
     # 2. chat markup
     for i, m in enumerate(msgs):
-        cleaned, found = clean_markup(m.content)
+        cleaned, found = clean_markup(m.content, m.role)
         if not found:
             continue
         if "embedded_dialogue" in found:
@@ -508,30 +508,31 @@ def _with_lang(records: list[dict]) -> pa.RecordBatch:
 def ensure_unique_ids(folder: str) -> int:
     """Ids must be unique in a shard folder. A later record with an id already seen (in part
     order) is renamed `<id>~<part>:<row>`: deterministic, and idempotent if a killed run is
-    resumed halfway through the rewrite. Returns how many were renamed."""
+    resumed halfway through the rewrite. Streams batch by batch; holds the set of ids and the
+    ids of one part. Returns how many were renamed."""
     seen: set[str] = set()
     renamed = 0
+    id_field = SCHEMA.field("id")
     for path in shards.data_files(folder):
-        table = shards.read_table(path)
-        ids = table.column("id").to_pylist()
         stem = os.path.basename(path)[:-len(".arrow")]
-        new, changed = [], False
-        for row, i in enumerate(ids):
-            mark = f"~{stem}:{row}"
-            if i.endswith(mark):  # renamed by an earlier, interrupted finalize
-                renamed += 1
-            elif i in seen:
-                i += mark
-                changed = True
-                renamed += 1
-            seen.add(i)
-            new.append(i)
-        if changed:
-            table = table.set_column(0, SCHEMA.field("id"), pa.array(new, pa.string()))
+        new: list[str] = []
+        dirty = False
+        for b in shards.iter_batches_of(path):
+            for i in b.column("id").to_pylist():
+                mark = f"~{stem}:{len(new)}"
+                if i.endswith(mark):  # renamed by an earlier, interrupted finalize
+                    renamed += 1
+                elif i in seen:
+                    i += mark
+                    renamed += 1
+                    dirty = True
+                seen.add(i)
+                new.append(i)
+        if dirty:
             w = shards.PartWriter(path, SCHEMA)
-            for b in table.to_batches():
-                w.write(b)
+            off = 0
+            for b in shards.iter_batches_of(path):
+                w.write(b.set_column(0, id_field, pa.array(new[off:off + b.num_rows], pa.string())))
+                off += b.num_rows
             w.close()
     return renamed
-
-
