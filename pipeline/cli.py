@@ -56,6 +56,57 @@ def _cmd_export(a) -> int:
     return 0
 
 
+def _train_config(a):
+    import dataclasses
+
+    import yaml
+
+    from trainer.train import TrainConfig
+
+    values = {}
+    if a.config:
+        with open(a.config, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    values.update(parse_set(a.set))
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"train: unknown setting(s) {unknown}; known: {sorted(names)}")
+    return TrainConfig(**values)
+
+
+def _cmd_train(a) -> int:
+    from trainer.train import grid, train
+
+    cfg = _train_config(a)
+    if a.grid:
+        res = grid(cfg)
+        for k, best in res.items():
+            print(f"{k:<12} " + "  ".join(f"{d}={v['loss']:.4f}@{v['step']}" for d, v in best.items()))
+        return 0
+    r = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"step {r['step']} loss {r['loss']}" + (f" -> {r['final']}" if "final" in r else
+                                                      f" (stopped after {r['stopped_after']} steps; rerun to resume)"))
+    return 0
+
+
+def _cmd_pack(a) -> int:
+    from trainer.pack import PackConfig, pack_folder
+
+    vals = parse_set(a.set)
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(PackConfig)}
+    unknown = sorted(set(vals) - names)
+    if unknown:
+        raise ConfigError(f"pack: unknown setting(s) {unknown}; known: {sorted(names - {'extra'})}")
+    m = pack_folder(a.inp, a.out, PackConfig(**vals))
+    print(f"pack: {m['docs_packed']}/{m['docs_in']} conversations -> {m['rows']} rows of <= {m['settings']['max_len']} "
+          f"tokens, packing efficiency {m['packing_efficiency']:.4f}, rejected {m['rejected']} -> {a.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="turnforge", description="Build multi-turn SFT shards and train on them.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -94,6 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--format", choices=["openai", "sharegpt", "alpaca"], default="openai")
     e.add_argument("--out", required=True)
     e.set_defaults(fn=_cmd_export)
+
+    k = sub.add_parser("pack", help="tokenise a shard folder and pack it to max_len rows")
+    k.add_argument("--in", dest="inp", required=True)
+    k.add_argument("--out", required=True)
+    k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model, template, max_len, window")
+    k.set_defaults(fn=_cmd_pack)
+
+    t = sub.add_parser("train", help="train on shards (under torchrun: data parallel)")
+    t.add_argument("config", nargs="?")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--grid", action="store_true", help="DMT: train stage-1, then every stage-2/k=* from it")
+    t.set_defaults(fn=_cmd_train)
 
     a = p.parse_args(argv)
     try:
