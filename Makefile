@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/turnforge build configs/demo.yaml --out $(OUT)
+	$(VENV)/bin/turnforge train configs/train_demo.yaml --set data=$(OUT)/stages/01-extract --set out=$(OUT)/train
+	@echo "shards:  $(OUT)/stages/   model: $(OUT)/train/final/   metrics: $(OUT)/train/metrics.jsonl"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/extract_bench.py
+	$(PY) bench/train_bench.py
 
 clean:
 	rm -rf $(VENV) out

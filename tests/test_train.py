@@ -1,6 +1,7 @@
 """Trainer on CPU: packed attention isolation, 4.a == 4.c, 4.d under torchrun, resume."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -166,3 +167,45 @@ def test_resume_equals_uninterrupted(shard_folder, tmp_path):
     ev = evals[-1]["eval"]["math"]
     assert ev["turns"] == 12 and ev["turn_mean"] > 0 and set(ev["by_turn_length"]) == {"<=32", "33-128", ">128"}
     assert os.path.exists(tmp_path / "full" / "final" / "config.json")
+
+
+def _extract_to(folder, rows, domain):
+    src = write_jsonl(os.path.join(os.path.dirname(folder), os.path.basename(folder) + ".jsonl"), rows)
+    runner.run_stage("extract", {"domain": domain}, src, folder, progress=False)
+
+
+def _rows(start, n, k=2):
+    return [{"id": f"r{i}", "messages": [{kk: v for kk, v in x.items() if kk != "turn"} for x in conv(i, k)]}
+            for i in range(start, start + n)]
+
+
+def test_final_stages_in_order_grid_and_early_stop(tmp_path):
+    final = tmp_path / "final"
+    os.makedirs(final / "stage-2" / "k=1")
+    os.makedirs(final / "validation")
+    _extract_to(str(final / "stage-1"), _rows(0, 8), "code")
+    _extract_to(str(final / "stage-2" / "k=1"), _rows(8, 8), "general")
+    _extract_to(str(final / "stage-2" / "k=1_2"), _rows(16, 4), "general")
+    _extract_to(str(final / "validation" / "code"), _rows(40, 3), "code")
+    _extract_to(str(final / "validation" / "general"), _rows(50, 3), "general")
+    # a final/ with k folders needs --grid
+    with pytest.raises(ValueError, match="--grid"):
+        train(TrainConfig(data=str(final), out=str(tmp_path / "x"), max_len=96))
+    r = run_train(["--grid", "--set", f"data={final}", "--set", f"out={tmp_path / 'grid'}", "--set", "max_len=96",
+                   "--set", "micro_batch_size=2"])
+    grid = json.load(open(tmp_path / "grid" / "grid.json"))
+    assert set(grid) == {"stage-1", "k=1", "k=1_2"} and set(grid["k=1"]) == {"code", "general"}
+    assert "k=1_2" in r.stdout and "code=" in r.stdout
+    # plain stages run in order; lr=0 never improves, so patience 1 stops each stage after 2 evals
+    plain = tmp_path / "plain"
+    shutil.copytree(final / "stage-1", plain / "stage-1")
+    shutil.copytree(final / "stage-2" / "k=1", plain / "stage-2")
+    shutil.copytree(final / "validation", plain / "validation")
+    out = tmp_path / "es"
+    res = train(TrainConfig(data=str(plain), out=str(out), max_len=96, micro_batch_size=1, lr=0.0, eval_every=1,
+                            early_stop_patience=1))
+    log = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    steps = [(r["stage"], r["step"]) for r in log if "loss" in r]
+    assert [s for s, _ in steps] == ["stage-1", "stage-1", "stage-2", "stage-2"]
+    assert [r["stage"] for r in log if r.get("early_stop")] == ["stage-1", "stage-2"]
+    assert res["step"] == 4

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -83,7 +84,9 @@ def _is_packed(folder: str) -> bool:
 
 def resolve_stages(data: str) -> list[tuple[str, str]]:
     """[(name, folder)] in training order: final/stage-1, stage-2, ... or one folder."""
-    stages = sorted(glob.glob(os.path.join(data, "stage-*")), key=lambda p: int(p.rsplit("-", 1)[1].split("/")[0]))
+    stages = sorted((p for p in glob.glob(os.path.join(data, "stage-*"))
+                     if os.path.isdir(p) and re.fullmatch(r"stage-\d+", os.path.basename(p))),
+                    key=lambda p: int(p.rsplit("-", 1)[1]))
     if not stages:
         return [("stage-1", data)]
     for s in stages:
@@ -316,7 +319,9 @@ def train(cfg: TrainConfig) -> dict:
     autocast = (torch.autocast(device_type=dist.device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())
 
-    state = {"step": 0, "stage": 0, "stage_step": 0, "best": {}, "stale": 0, "stopped_stages": []}
+    # best: per task over the run (reported); stage_best: per task within the stage (early stop)
+    state = {"step": 0, "stage": 0, "stage_step": 0, "best": {}, "stage_best": {}, "stale": 0,
+             "stopped_stages": []}
     ckpts = _ckpt_dirs(cfg.out)
     if cfg.resume and ckpts:
         state = load_checkpoint(ckpts[-1], model, opt, sched)
@@ -374,14 +379,18 @@ def train(cfg: TrainConfig) -> dict:
                 emit({"step": state["step"], "stage": sname, "loss": last_loss, "loss_mode": cfg.loss,
                       "lr": lr, "grad_norm": float(gn), "global_turns" if cfg.loss == "turn_mean" else
                       "global_supervised_tokens": global_count, "tokens": int(global_tokens),
-                      "tokens_per_s": tokens_seen / el if el > 0 else None})
+                      "tokens_per_s": tokens_seen / el if el > 0 else None, "elapsed_s": el})
             end_of_stage = state["stage_step"] >= plan[si]
             if evals and ((cfg.eval_every and state["step"] % cfg.eval_every == 0) or end_of_stage):
                 ev = evaluate(model, evals, cfg, dist, pad_id, autocast)
                 improved = False
                 for dom, r in ev.items():
-                    if r["turn_mean"] is not None and r["turn_mean"] < state["best"].get(dom, {}).get("loss", 1e30):
-                        state["best"][dom] = {"loss": r["turn_mean"], "step": state["step"]}
+                    if r["turn_mean"] is None:
+                        continue
+                    if r["turn_mean"] < state["best"].get(dom, {}).get("loss", math.inf):
+                        state["best"][dom] = {"loss": r["turn_mean"], "step": state["step"], "stage": sname}
+                    if r["turn_mean"] < state["stage_best"].get(dom, math.inf):
+                        state["stage_best"][dom] = r["turn_mean"]
                         improved = True
                 state["stale"] = 0 if improved else state["stale"] + 1
                 emit({"step": state["step"], "stage": sname, "eval": ev})
@@ -402,6 +411,7 @@ def train(cfg: TrainConfig) -> dict:
         state["stage"] += 1
         state["stage_step"] = 0
         state["stale"] = 0
+        state["stage_best"] = {}
 
     final = os.path.join(cfg.out, "final")
     if dist.main:
@@ -421,7 +431,7 @@ def grid(cfg: TrainConfig) -> dict:
     """DMT grid search (SPEC R9): train stage-1 once, then stage-2 for every k folder from the
     stage-1 weights; report per-task validation of each."""
     s1 = os.path.join(cfg.data, "stage-1")
-    ks = sorted(glob.glob(os.path.join(cfg.data, "stage-2", "k=*")))
+    ks = sorted(p for p in glob.glob(os.path.join(cfg.data, "stage-2", "k=*")) if os.path.isdir(p))
     if not os.path.isdir(s1) or not ks:
         raise ValueError(f"--grid needs {cfg.data}/stage-1 and {cfg.data}/stage-2/k=*/")
     ev = cfg.eval_data or (os.path.join(cfg.data, "validation") if os.path.isdir(os.path.join(cfg.data, "validation"))
