@@ -70,6 +70,9 @@ def test_truncation_drops_early_turns_keeps_tail(tok):
     assert r["dropped_turns"] > 0 and len(r["input_ids"]) <= full_len // 3
     text = tok.decode(r["input_ids"])
     assert text.startswith("<|im_start|>system\nsys") and "回答 11" in text and "问题 0 " not in text
+    # minimal: keeping one more early turn would not fit
+    keep = [m for m in long if m["role"] == "system" or m["turn"] >= r["dropped_turns"] - 1]
+    assert len(Encoder(tok, "chatml", 100_000).encode_many([keep])[0]["input_ids"]) > full_len // 3
     assert Encoder(tok, "chatml", 10).encode_many([long]) == ["too_long"]
 
 
@@ -125,3 +128,13 @@ def test_pack_folder_accounting_and_efficiency(tmp_path):
     assert pack_folder(str(tmp_path / "ext"), str(tmp_path / "packed"), PackConfig(max_len=256)) == m
     with pytest.raises(ValueError, match="other settings"):
         pack_folder(str(tmp_path / "ext"), str(tmp_path / "packed"), PackConfig(max_len=128))
+
+
+def test_packing_off_gives_one_conversation_per_row(tmp_path):
+    rows = [{"id": f"c{i}", "messages": [{"role": "user", "content": f"q{i}"},
+                                        {"role": "assistant", "content": "a" * (i + 1)}]} for i in range(300)]
+    runner.run_stage("extract", {}, write_jsonl(tmp_path / "c.jsonl", rows), str(tmp_path / "ext"), progress=False)
+    m = pack_folder(str(tmp_path / "ext"), str(tmp_path / "p"), PackConfig(max_len=512, packing=False))
+    assert m["rows"] == 300 and all(len(r["doc_lens"]) == 1 for r in shards.iter_records(str(tmp_path / "p")))
+    m2 = pack_folder(str(tmp_path / "ext"), str(tmp_path / "q"), PackConfig(max_len=512))
+    assert m2["rows"] < 30 and m2["tokens"] == m["tokens"]

@@ -52,6 +52,7 @@ class PackConfig:
     template: str = "auto"  # auto (tokenizer's own, else chatml) | chatml | a Jinja string
     max_len: int = 1024
     window: int = 20_000  # documents per best-fit-decreasing window (bounds memory)
+    packing: bool = True  # False: one conversation per row (padded batches)
     rows_per_part: int = 20_000
     extra: dict = field(default_factory=dict)
 
@@ -117,6 +118,12 @@ class Encoder:
             turns[lo:hi] = m["turn"]
         return labels, turns
 
+    def _tokenize(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, char start of each token) per text, one batched call into the Rust tokenizer."""
+        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return [(np.asarray(ids, dtype=np.int32), np.asarray(off, dtype=np.int64).reshape(-1, 2)[:, 0])
+                for ids, off in zip(enc["input_ids"], enc["offset_mapping"])]
+
     def encode_many(self, convs: list[list[dict]]) -> list[dict | str]:
         """Each conversation -> {input_ids, labels, turn_ids, dropped_turns} or a reject reason."""
         rendered = []
@@ -125,38 +132,45 @@ class Encoder:
                 rendered.append(self.render(msgs))
             except ValueError as e:
                 rendered.append(str(e))
-        texts = [r[0] for r in rendered if not isinstance(r, str)]
-        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
-        out, k = [], 0
+        toks = iter(self._tokenize([r[0] for r in rendered if not isinstance(r, str)]))
+        out = []
         for msgs, r in zip(convs, rendered):
             if isinstance(r, str):
                 out.append(r)
                 continue
-            ids = np.asarray(enc["input_ids"][k], dtype=np.int32)
-            starts = np.asarray([o[0] for o in enc["offset_mapping"][k]], dtype=np.int64)
-            k += 1
+            ids, starts = next(toks)
             if len(ids) > self.max_len:
-                out.append(self._truncate(msgs))
+                out.append(self._truncate(msgs, r[1], starts))
                 continue
             labels, turns = self._labels(msgs, r[1], ids, starts)
             out.append({"input_ids": ids, "labels": labels, "turn_ids": turns, "dropped_turns": 0})
         return out
 
-    def _truncate(self, msgs: list[dict]) -> dict | str:
-        """Drop whole early turns until it fits (keep the tail, SPEC R1/R11)."""
+    def _truncate(self, msgs: list[dict], spans, starts: np.ndarray) -> dict | str:
+        """Drop whole early turns until it fits (keep the tail, SPEC R1/R11). The first try is
+        the earliest turn whose tail fits by the full rendering's token counts, so a long
+        conversation is re-tokenised about once, not once per dropped turn."""
         n_sys = 0
         while n_sys < len(msgs) and msgs[n_sys]["role"] == "system":
             n_sys += 1
         system, body = msgs[:n_sys], msgs[n_sys:]
         turns = sorted({m["turn"] for m in body})
-        for drop, first in enumerate(turns[1:], 1):
-            sub = system + [m for m in body if m["turn"] >= first]
-            text, spans = self.render(sub)
-            e = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-            if len(e["input_ids"]) <= self.max_len:
-                ids = np.asarray(e["input_ids"], dtype=np.int32)
-                starts = np.asarray([o[0] for o in e["offset_mapping"]], dtype=np.int64)
-                labels, tids = self._labels(sub, spans, ids, starts)
+        if len(turns) < 2:
+            return "too_long"
+        # token index where each turn's first message content starts, in the full rendering
+        first_msg = {}
+        for i in range(n_sys, len(msgs)):
+            first_msg.setdefault(msgs[i]["turn"], i)
+        tok_at = {t: int(np.searchsorted(starts, spans[i][0])) for t, i in first_msg.items()}
+        sys_tokens = int(np.searchsorted(starts, spans[n_sys - 1][1])) if n_sys else 0
+        n = len(starts)
+        k = next((j for j, t in enumerate(turns[1:], 1) if sys_tokens + n - tok_at[t] <= self.max_len), len(turns))
+        for drop in range(k, len(turns)):
+            sub = system + [m for m in body if m["turn"] >= turns[drop]]
+            text, sub_spans = self.render(sub)
+            ((ids, st),) = self._tokenize([text])
+            if len(ids) <= self.max_len:
+                labels, tids = self._labels(sub, sub_spans, ids, st)
                 return {"input_ids": ids, "labels": labels, "turn_ids": tids, "dropped_turns": drop}
         return "too_long"
 
@@ -221,9 +235,14 @@ def _rows_batch(rows: list[dict]) -> pa.RecordBatch:
 
 
 def pack_records(records: Iterable[dict], encoder: Encoder, window: int, stats: dict,
-                 reject) -> Iterator[dict]:
-    """Stream conversation records -> packed rows (best-fit-decreasing per window)."""
+                 reject, packing: bool = True) -> Iterator[dict]:
+    """Stream conversation records -> packed rows (best-fit-decreasing per window), or one
+    conversation per row when `packing` is off."""
     def flush(docs):
+        if not packing:
+            for d in docs:
+                yield make_row([d])
+            return
         for b in best_fit_decreasing([len(d["input_ids"]) for d in docs], encoder.max_len):
             yield make_row([docs[i] for i in b])
 
@@ -262,7 +281,7 @@ def pack_folder(inp: str, out: str, cfg: PackConfig, tokenizer=None) -> dict:
     """Pack one shard folder of conversations into a packed shard folder; returns the manifest.
     Finished output (with _SUCCESS and the same settings) is reused."""
     settings = {"model": cfg.model, "template": cfg.template, "max_len": cfg.max_len, "window": cfg.window,
-                "input": os.path.abspath(inp)}
+                "packing": cfg.packing, "input": os.path.abspath(inp)}
     if shards.is_complete(out):
         m = shards.load_manifest(out)
         if m.get("settings") == settings:
@@ -287,7 +306,7 @@ def pack_folder(inp: str, out: str, cfg: PackConfig, tokenizer=None) -> dict:
     w = shards.RollingWriter(os.path.join(out, "data"), "part-00000", PACKED_SCHEMA, cfg.rows_per_part)
     n_rows = tokens = supervised = turns = 0
     pending: list[dict] = []
-    for row in pack_records(shards.iter_records(inp), enc, cfg.window, stats, reject):
+    for row in pack_records(shards.iter_records(inp), enc, cfg.window, stats, reject, cfg.packing):
         n_rows += 1
         tokens += len(row["input_ids"])
         supervised += row["n_supervised"]

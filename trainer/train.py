@@ -112,9 +112,7 @@ def resolve_eval(cfg: TrainConfig) -> list[tuple[str, str]]:
 def packed(folder: str, cache: str, cfg: TrainConfig, tok) -> PackedData:
     if _is_packed(folder):
         return PackedData(folder)
-    pc = PackConfig(model=cfg.model, template=cfg.template, max_len=cfg.max_len)
-    if not cfg.packing:
-        pc.window = 1  # one conversation per row: the padded baseline
+    pc = PackConfig(model=cfg.model, template=cfg.template, max_len=cfg.max_len, packing=cfg.packing)
     m = pack_folder(folder, cache, pc, tokenizer=tok)
     if m["rows"] == 0:
         raise ValueError(f"{folder}: nothing left to train on after packing ({m['rejected']})")
