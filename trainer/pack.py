@@ -89,20 +89,32 @@ class Encoder:
         self.eot = end_of_turn_id(tokenizer)
 
     def render(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+        """Rendered text and each message's content span in it. The template is rendered with
+        unique placeholders for the contents, so markup can never be mistaken for content; the
+        result must equal the real rendering (content verbatim, or stripped, as some templates
+        do), else the conversation is rejected as `template_mismatch`."""
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-        text = self.tok.apply_chat_template(msgs, tokenize=False, chat_template=self.template)
-        spans, cur = [], 0
-        for m in msgs:
-            c = m["content"]
-            i = text.find(c, cur)
-            if i < 0:  # templates may trim content
-                c = c.strip()
-                i = text.find(c, cur)
-            if i < 0:
-                raise ValueError("template_mismatch")
-            spans.append((i, i + len(c)))
-            cur = i + len(c)
-        return text, spans
+        real = self.tok.apply_chat_template(msgs, tokenize=False, chat_template=self.template)
+        marks = [f"\ue000{i}\ue001" for i in range(len(msgs))]
+        skel = self.tok.apply_chat_template([{"role": m["role"], "content": k} for m, k in zip(msgs, marks)],
+                                            tokenize=False, chat_template=self.template)
+        for fix in (lambda c: c, str.strip):
+            parts, spans, pos, cur = [], [], 0, 0
+            for m, k in zip(msgs, marks):
+                i = skel.find(k, pos)
+                if i < 0:
+                    raise ValueError("template_mismatch")
+                parts.append(skel[pos:i])
+                cur += i - pos
+                c = fix(m["content"])
+                spans.append((cur, cur + len(c)))
+                parts.append(c)
+                cur += len(c)
+                pos = i + len(k)
+            parts.append(skel[pos:])
+            if "".join(parts) == real:
+                return real, spans
+        raise ValueError("template_mismatch")
 
     def _labels(self, messages, spans, ids: np.ndarray, starts: np.ndarray):
         labels = np.full(len(ids), -100, dtype=np.int32)
