@@ -167,6 +167,12 @@ def test_resume_equals_uninterrupted(shard_folder, tmp_path):
     ev = evals[-1]["eval"]["math"]
     assert ev["turns"] == 12 and ev["turn_mean"] > 0 and set(ev["by_turn_length"]) == {"<=32", "33-128", ">128"}
     assert os.path.exists(tmp_path / "full" / "final" / "config.json")
+    # packed shards are accepted as data directly, and the final model loads as a HF model
+    from transformers import AutoModelForCausalLM
+    r = train(TrainConfig(data=str(tmp_path / "full" / "packed" / "stage-1"), out=str(tmp_path / "p"), max_len=96,
+                          max_steps=1, init_from=str(tmp_path / "full" / "final")))
+    assert r["step"] == 1 and not os.path.exists(tmp_path / "p" / "packed")
+    assert AutoModelForCausalLM.from_pretrained(str(tmp_path / "p" / "final")).config.vocab_size > 0
 
 
 def _extract_to(folder, rows, domain):

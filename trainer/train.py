@@ -60,6 +60,7 @@ class TrainConfig:
     stop_after: int = 0  # stop this invocation after N steps (checkpointed): time-sliced jobs
     init_from: str | None = None  # start from these weights (e.g. a DMT stage-1 model)
     dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    attn_implementation: str = "auto"  # auto: flash_attention_2 (varlen over position ids) on GPU if installed, else sdpa
     log_every: int = 1
     tiny_layers: int = 2
 
@@ -153,11 +154,20 @@ def build_model(cfg: TrainConfig, vocab_size: int):
 
     from .tiny import tiny_model
 
+    attn = cfg.attn_implementation
+    if attn == "auto":
+        attn = "sdpa"
+        if torch.cuda.is_available():
+            import importlib.util
+
+            if importlib.util.find_spec("flash_attn") is not None:
+                attn = "flash_attention_2"  # packs by position ids: varlen kernels, no mask
     src = cfg.init_from or (None if cfg.model == "tiny" else cfg.model)
     if src is None:
         model = tiny_model(vocab_size, seed=cfg.seed, num_hidden_layers=cfg.tiny_layers)
+        model.config._attn_implementation = attn
     else:
-        model = AutoModelForCausalLM.from_pretrained(src, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation=attn)
     model.config.use_cache = False  # with the cache on, packed documents leak into each other
     return model
 
