@@ -26,6 +26,7 @@ from .stages.base import ConfigError, MapStage, Stage, StageContext, make_config
 # name -> "module:Class"; imported lazily so a stage's heavy deps load only when it runs.
 STAGES = {
     "extract": "pipeline.stages.extract:Extract",
+    "dedup": "pipeline.stages.dedup:Dedup",
 }
 SECRET_KEYS = {"user_salt", "api_key", "salt"}
 
@@ -101,6 +102,8 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
         raise ConfigError(f"{folder} holds an unfinished run with another config or input; delete it first")
     shards.atomic_write_bytes(fp_path, fp.encode())
 
+    if not os.path.exists(os.path.join(folder, ".work", "prepared.json")):
+        stage.prepare(inp, cfg, folder)
     tasks = stage.plan(inp, cfg)
     if isinstance(stage, MapStage):
         rows_per_part = None  # one output part per input part, same name

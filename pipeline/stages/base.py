@@ -62,7 +62,7 @@ class StageContext:
 
     def __init__(self, stage: str, folder: str | None, task: str, rows_per_part: int = 50_000,
                  batch_rows: int = 1000):
-        self.stage, self.task = stage, task
+        self.stage, self.task, self.folder = stage, task, folder
         self.n_in = 0
         self.kept = 0
         self.rejected: Counter = Counter()  # input units dropped, by reason
@@ -150,12 +150,27 @@ class Stage:
     def run_task(self, payload: dict, cfg, ctx: StageContext) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
 
+    def prepare(self, inp: str | None, cfg, folder: str) -> None:
+        """Global map + reduce before the per-part tasks (dedup, mix). Runs once: the runner
+        skips it when `.work/prepared.json` exists, which it must write last."""
+
     def finalize(self, folder: str, cfg, counts: dict) -> dict:
         """Reduce step after all tasks; returns extra manifest fields."""
         return {}
 
     def describe_input(self, inp: str | None, cfg) -> Any:
         return inp
+
+
+def with_meta(records: list[dict], stage: str, **fields) -> list[dict]:
+    """Append `stage` to each record's stage trail and set meta fields (lists per record)."""
+    for k, rec in enumerate(records):
+        meta = dict(rec["meta"] or {})
+        meta["stages"] = list(meta.get("stages") or []) + [stage]
+        for name, values in fields.items():
+            meta[name] = values[k]
+        rec["meta"] = meta
+    return records
 
 
 class MapStage(Stage):
