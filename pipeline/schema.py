@@ -70,6 +70,7 @@ REJECTED_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("detail", pa.string()),
         pa.field("record_id", pa.string()),
+        pa.field("kept_id", pa.string()),  # dedup: the record this one duplicates
         pa.field("source_file", pa.string()),
         pa.field("line", pa.int64()),
         # How many input units (lines, events, records) this row accounts for; 0 for an
@@ -156,8 +157,8 @@ def to_batch(records: list[dict]) -> pa.RecordBatch:
 
 def rejected_row(stage: str, reason: str, *, detail: str | None = None, record_id: str | None = None,
                  source_file: str | None = None, line: int | None = None, n_inputs: int = 1,
-                 raw: Any = None) -> dict:
+                 raw: Any = None, kept_id: str | None = None) -> dict:
     if raw is not None and not isinstance(raw, str):
         raw = json.dumps(raw, ensure_ascii=False, default=str)
-    return {"stage": stage, "reason": reason, "detail": detail, "record_id": record_id,
+    return {"stage": stage, "reason": reason, "detail": detail, "record_id": record_id, "kept_id": kept_id,
             "source_file": source_file, "line": line, "n_inputs": n_inputs, "raw": raw}

@@ -296,7 +296,8 @@ class Dedup(Stage):
                 row += 1
                 if d["reason"]:
                     meta = rec["meta"] or {}
-                    ctx.reject(d["reason"], record_id=rec["id"], detail=d["detail"], source_file=meta.get("source_file"),
+                    ctx.reject(d["reason"], record_id=rec["id"], kept_id=d["kept_id"], detail=d["detail"],
+                               source_file=meta.get("source_file"),
                                line=meta.get("source_line"), raw=json.dumps(rec, ensure_ascii=False, default=str))
                 else:
                     ctx.keep()
