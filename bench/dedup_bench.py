@@ -164,6 +164,11 @@ def true_jaccard(a: dict, b: dict, lang_a: str, lang_b: str) -> float:
     return len(sa & sb) / max(len(sa | sb), 1)
 
 
+def _first_user(rec: dict) -> str:
+    m = next((m["content"] for m in rec["messages"] if m["role"] == "user"), "")
+    return "".join(ch for ch in unicodedata.normalize("NFKC", m).casefold() if ch.isalnum())
+
+
 def minhash_speed(records: list[dict], num_perm: int) -> dict:
     from datasketch import MinHash
 
@@ -225,14 +230,20 @@ def paraphrase_auc(ev: str, emb_name: str, n: int = 3000) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evaldata", default=os.path.join(ROOT, "..", "shared", "evaldata"))
-    ap.add_argument("--threshold", type=float, default=0.7)
+    ap.add_argument("--threshold", type=float, default=None, help="default: the stage's")
     ap.add_argument("--eps", type=float, default=0.04)
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--plant", type=float, default=0.10)
+    ap.add_argument("--n-char", type=int, default=None, help="default: the stage's")
+    ap.add_argument("--n-word", type=int, default=None)
+    ap.add_argument("--skip-semantic", action="store_true")
     ap.add_argument("--work", default=None)
     a = ap.parse_args()
+    shingle_kw = {k: v for k, v in (("n_char", a.n_char), ("n_word", a.n_word), ("threshold", a.threshold))
+                  if v is not None}
     rng = random.Random(0)
     work = a.work or tempfile.mkdtemp(prefix="tf-dedup-bench-")
+    os.makedirs(work, exist_ok=True)
     base = load_corpus(a.evaldata)
     planted, truth = [], {}
     for i in rng.sample(range(len(base)), int(a.plant * len(base))):
@@ -246,7 +257,8 @@ def main() -> None:
         for r in rows:
             f.write(json.dumps({"id": r["id"], "messages": r["messages"], "source": r["source"]}, ensure_ascii=False) + "\n")
     ext = os.path.join(work, "extract")
-    runner.run_stage("extract", {"inputs": [{"path": src, "source": "bench"}], "tail_turns": 0}, None, ext,
+    if not shards.is_complete(ext):
+        runner.run_stage("extract", {"inputs": [{"path": src, "source": "bench"}], "tail_turns": 0}, None, ext,
                      progress=False)
     recs = {r["id"]: r for r in shards.iter_records(ext)}
     print(f"corpus: {len(base)} real conversations + {len(planted)} planted near-duplicates "
@@ -258,8 +270,8 @@ def main() -> None:
     def run(methods, name, **kw):
         out = os.path.join(work, name)
         t = time.perf_counter()
-        m = runner.run_stage("dedup", {"methods": methods, "threshold": a.threshold, "eps": a.eps,
-                                       "num_perm": a.num_perm, **kw}, ext, out, progress=False)
+        m = runner.run_stage("dedup", {"methods": methods, "eps": a.eps,
+                                       "num_perm": a.num_perm, **shingle_kw, **kw}, ext, out, progress=False)
         dt = time.perf_counter() - t
         rej = list(shards.iter_records(out, "rejected"))
         return m, rej, dt
@@ -269,7 +281,8 @@ def main() -> None:
         return lambda i: kept_by.get(i, i)
 
     # exact + near
-    m, rej, dt = run("exact,minhash", "near")
+    tag = f"near-t{a.threshold}-c{a.n_char}-w{a.n_word}"
+    m, rej, dt = run("exact,minhash", tag)
     rep = rep_of(rej)
     pairs = [(d, o) for d, (o, _) in truth.items() if d in recs and o in recs]
     caught = [rep(d) == rep(o) for d, o in pairs]
@@ -286,7 +299,10 @@ def main() -> None:
             wrong += 1
     recall = sum(caught) / len(caught)
     precision = 1 - wrong / max(len(rej), 1)
-    print(f"\nexact + near (threshold {a.threshold}, num_perm {a.num_perm}, bands x rows "
+    from pipeline.stages.dedup import DedupConfig
+    cfgd = {**DedupConfig().__dict__, **m["config"]}
+    print(f"\nexact + near (threshold {cfgd.get('threshold', 'default')}, shingles char {cfgd.get('n_char', 'default')}"
+          f" / word {cfgd.get('n_word', 'default')}, num_perm {a.num_perm}, bands x rows "
           f"{m['dedup'].get('lsh_bands_rows')}): removed {len(rej)} "
           f"({m['dedup']['dropped']}), prefix rule {m['dedup'].get('prefix_dups')}")
     print(f"  planted-pair recall {recall:.4f}  precision {precision:.4f}  (targets >= 0.95; "
@@ -294,24 +310,33 @@ def main() -> None:
     print("  recall by edit: " + ", ".join(f"{k} {np.mean(v):.3f} (n={len(v)})" for k, v in sorted(by_kind.items())))
     print(f"  {len(recs) / dt:.0f} conversations/s (exact + prefix + MinHash LSH, whole stage)")
 
+    if a.skip_semantic:
+        return
     # semantic on top
-    m2, rej2, dt2 = run("exact,minhash,semantic", "semantic")
+    m2, rej2, dt2 = run("exact,minhash,semantic", f"{tag}-sem{a.eps}")
     sem = [r for r in rej2 if r["reason"] == "semantic_dup"]
-    ok, bad_examples = 0, []
     rep2 = rep_of(rej2)
+    cat = {"near-identical": 0, "same first question": 0, "distinct": 0}
+    bad_examples = []
     for r in sem:
         d, k = r["record_id"], r["kept_id"]
         planted_pair = (d in truth and rep2(truth[d][0]) == rep2(d)) or (k in truth and truth[k][0] == d)
         if planted_pair or true_jaccard(recs[d], recs[k], recs[d]["lang"], recs[k]["lang"]) >= 0.5:
-            ok += 1
-        elif len(bad_examples) < 3:
-            bad_examples.append((recs[d]["messages"][0]["content"][:70], recs[k]["messages"][0]["content"][:70],
-                                 r["detail"].split(" with")[0]))
+            cat["near-identical"] += 1
+        elif _first_user(recs[d]) == _first_user(recs[k]):
+            cat["same first question"] += 1  # another answer to the same prompt
+        else:
+            cat["distinct"] += 1
+            if len(bad_examples) < 5:
+                bad_examples.append((recs[d]["messages"][0]["content"][:60], recs[k]["messages"][0]["content"][:60],
+                                     r["detail"].split(" with")[0], recs[d]["source"]))
+    ok = cat["near-identical"] + cat["same first question"]
     print(f"\nsemantic (eps {a.eps}: cosine >= {1 - a.eps:.2f}, k-means k={m2['dedup'].get('semantic_kmeans_k')}): "
-          f"removed {len(sem)} more; precision {ok / max(len(sem), 1):.4f} "
-          f"(right = planted pair or true Jaccard >= 0.5)")
-    for x, y, s in bad_examples:
-        print(f"  e.g. [{s}] {x!r}  vs  {y!r}")
+          f"removed {len(sem)} more: {cat}")
+    print(f"  precision {ok / max(len(sem), 1):.4f} (right = planted pair, true Jaccard >= 0.5, or the same first "
+          f"user question; wrong = distinct conversations)")
+    for x, y, s_, src in bad_examples:
+        print(f"  distinct, removed [{s_}, {src}] {x!r}  vs  {y!r}")
     print(f"  whole stage with semantic: {len(recs) / dt2:.0f} conversations/s")
 
     sp = minhash_speed(list(recs.values())[:4000], a.num_perm)
