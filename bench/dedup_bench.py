@@ -308,11 +308,14 @@ def main() -> None:
     print(f"  planted-pair recall {recall:.4f}  precision {precision:.4f}  (targets >= 0.95; "
           f"{wrong} removals with true Jaccard < 0.5 to the kept record)")
     print("  recall by edit: " + ", ".join(f"{k} {np.mean(v):.3f} (n={len(v)})" for k, v in sorted(by_kind.items())))
-    print(f"  {len(recs) / dt:.0f} conversations/s (exact + prefix + MinHash LSH, whole stage)")
+    if dt > 1.0:  # not a cached result
+        print(f"  {len(recs) / dt:.0f} conversations/s (exact + prefix + MinHash LSH, whole stage)")
 
     if a.skip_semantic:
         return
     # semantic on top
+    sem_dir = os.path.join(work, f"{tag}-sem{a.eps}")
+    cached = shards.is_complete(sem_dir)
     m2, rej2, dt2 = run("exact,minhash,semantic", f"{tag}-sem{a.eps}")
     sem = [r for r in rej2 if r["reason"] == "semantic_dup"]
     rep2 = rep_of(rej2)
@@ -331,13 +334,23 @@ def main() -> None:
                 bad_examples.append((recs[d]["messages"][0]["content"][:60], recs[k]["messages"][0]["content"][:60],
                                      r["detail"].split(" with")[0], recs[d]["source"]))
     ok = cat["near-identical"] + cat["same first question"]
+    origin = lambda i: json.loads(recs[i]["meta"]["extra"] or "{}").get("source", "?")  # noqa: E731
+    task = [i for i in recs if origin(i) in ("crosswoz", "multiwoz21")]
+    task_removed = [r for r in sem if origin(r["record_id"]) in ("crosswoz", "multiwoz21")]
     print(f"\nsemantic (eps {a.eps}: cosine >= {1 - a.eps:.2f}, k-means k={m2['dedup'].get('semantic_kmeans_k')}): "
           f"removed {len(sem)} more: {cat}")
     print(f"  precision {ok / max(len(sem), 1):.4f} (right = planted pair, true Jaccard >= 0.5, or the same first "
           f"user question; wrong = distinct conversations)")
+    print(f"  task-oriented dialogues that share a domain (crosswoz + multiwoz21, {len(task)} conversations): "
+          f"{len(task_removed)} removed by the semantic stage")
+    by_origin = {}
+    for r in sem:
+        by_origin[origin(r["record_id"])] = by_origin.get(origin(r["record_id"]), 0) + 1
+    print(f"  semantic removals by origin: {dict(sorted(by_origin.items()))}")
     for x, y, s_, src in bad_examples:
         print(f"  distinct, removed [{s_}, {src}] {x!r}  vs  {y!r}")
-    print(f"  whole stage with semantic: {len(recs) / dt2:.0f} conversations/s")
+    if not cached:
+        print(f"  whole stage with semantic: {len(recs) / dt2:.0f} conversations/s (embedding is the cost)")
 
     sp = minhash_speed(list(recs.values())[:4000], a.num_perm)
     print(f"\nMinHash signatures on {sp['n']} conversations ({sp['shingles']} shingles, num_perm {a.num_perm}):")
