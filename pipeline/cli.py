@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import runner, shards
-from .stages.base import ConfigError, parse_set
+from .stages.base import ConfigError, StageFailed, parse_set
 
 
 def _cmd_build(a) -> int:
@@ -107,6 +107,28 @@ def _cmd_pack(a) -> int:
     return 0
 
 
+def _cmd_scan(a) -> int:
+    from .pii.tools import scan_folder
+
+    n = scan_folder(a.dir, sys.stdout, limit=a.limit)
+    return 1 if n else 0
+
+
+def _cmd_pii(a) -> int:
+    from .pii import tools
+
+    if a.pii_cmd == "detect":
+        n = tools.detect_file(a.inp, a.out, a.lang)
+        print(f"{n} texts -> {a.out}")
+        return 0
+    res = tools.evaluate(a.data)
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        tools.print_eval(res, sys.stdout)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="turnforge", description="Build multi-turn SFT shards and train on them.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -158,12 +180,32 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--grid", action="store_true", help="DMT: train stage-1, then every stage-2/k=* from it")
     t.set_defaults(fn=_cmd_train)
 
+    sc = sub.add_parser("scan", help="audit a shard folder for PII; exit 1 when any is found")
+    sc.add_argument("dir")
+    sc.add_argument("--limit", type=int, default=20, help="findings to list (entity, record, offsets; never values)")
+    sc.set_defaults(fn=_cmd_scan)
+
+    pi = sub.add_parser("pii", help="PII detection as a tool")
+    psub = pi.add_subparsers(dest="pii_cmd", required=True)
+    d = psub.add_parser("detect", help="add pii: [{entity_type, start, end, score}] to each line with `text`")
+    d.add_argument("--in", dest="inp", required=True)
+    d.add_argument("--out", required=True)
+    d.add_argument("--lang", default="auto")
+    d.set_defaults(fn=_cmd_pii)
+    ev = psub.add_parser("eval", help="per-entity precision/recall/F1 against gold `spans`")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(fn=_cmd_pii)
+
     a = p.parse_args(argv)
     try:
         return a.fn(a)
     except (ConfigError, OSError, ValueError) as e:
         print(f"turnforge: error: {e}", file=sys.stderr)
         return 2
+    except StageFailed as e:
+        print(f"turnforge: stage failed: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

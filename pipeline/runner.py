@@ -27,6 +27,7 @@ from .stages.base import ConfigError, MapStage, Stage, StageContext, make_config
 STAGES = {
     "extract": "pipeline.stages.extract:Extract",
     "dedup": "pipeline.stages.dedup:Dedup",
+    "pii": "pipeline.stages.pii:Pii",
 }
 SECRET_KEYS = {"user_salt", "api_key", "salt"}
 

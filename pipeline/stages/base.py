@@ -31,6 +31,10 @@ class ConfigError(ValueError):
     pass
 
 
+class StageFailed(RuntimeError):
+    """A stage's own red line tripped (e.g. residual PII): no _SUCCESS is written."""
+
+
 def make_config(cls, values: dict[str, Any]):
     """Build a stage config dataclass, naming unknown keys and wrong types clearly."""
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -68,6 +72,7 @@ class StageContext:
         self.rejected: Counter = Counter()  # input units dropped, by reason
         self.archived: Counter = Counter()  # rows that keep cut parts of kept records, by reason
         self.repairs: Counter = Counter()
+        self.stats: Counter = Counter()  # stage-specific counts for the manifest (no raw values)
         self.records_out = 0
         self.rejected_rows = 0
         self.batch_rows = batch_rows
@@ -114,12 +119,13 @@ class StageContext:
     def counts(self) -> dict:
         return {"in": self.n_in, "kept": self.kept, "rejected": dict(sorted(self.rejected.items())),
                 "archived": dict(sorted(self.archived.items())),
-                "repairs": dict(sorted(self.repairs.items())), "records_out": self.records_out,
+                "repairs": dict(sorted(self.repairs.items())), "stats": dict(sorted(self.stats.items())),
+                "records_out": self.records_out,
                 "rejected_rows": self.rejected_rows}
 
 
 def merge_counts(parts: list[dict]) -> dict:
-    rej, rep, arc = Counter(), Counter(), Counter()
+    rej, rep, arc, st = Counter(), Counter(), Counter(), Counter()
     tot = {"in": 0, "kept": 0, "records_out": 0, "rejected_rows": 0}
     for c in parts:
         for k in tot:
@@ -127,10 +133,12 @@ def merge_counts(parts: list[dict]) -> dict:
         rej.update(c["rejected"])
         rep.update(c["repairs"])
         arc.update(c["archived"])
+        st.update(c.get("stats", {}))
     tot["rejected"] = dict(sorted(rej.items()))
     tot["rejected_total"] = sum(rej.values())
     tot["archived"] = dict(sorted(arc.items()))
     tot["repairs"] = dict(sorted(rep.items()))
+    tot["stats"] = dict(sorted(st.items()))
     return tot
 
 

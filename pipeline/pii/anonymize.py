@@ -1,0 +1,188 @@
+"""Replace detected PII with placeholders or consistent, format-preserving pseudonyms (SPEC R3).
+
+A pseudonym is drawn from a generator seeded by a keyed hash of (scope, entity type, value),
+so the same value becomes the same fake everywhere in its scope (one conversation, or a whole
+salt-scoped corpus) and nothing of the value survives: a fake mobile number is still a valid-
+looking mainland mobile, a fake resident ID has a valid birth date and check digit, a fake
+card passes Luhn, an IP comes from the documentation ranges. Secrets never get a look-alike:
+they become placeholders. The replacement itself is done by presidio-anonymizer.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from datetime import date, timedelta
+
+PLACEHOLDER_ONLY = {"API_KEY", "URL_WITH_SECRET", "PRIVATE_KEY", "SECRET"}
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+_REGIONS = ("110105", "310104", "440305", "330106", "510107", "420106", "320102", "610113")
+_PLATE_PROV = "京沪粤浙苏川鄂陕"
+
+
+def id_check_char(first17: str) -> str:
+    return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS)) % 11]
+
+
+def luhn_digit(payload: str) -> str:
+    total = 0
+    for i, c in enumerate(reversed(payload)):
+        d = int(c)
+        if i % 2 == 0:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def _digits_like(value: str, rng: random.Random, fixed_prefix: str = "") -> str:
+    """Replace digits of `value` keeping separators; the first digits become `fixed_prefix`."""
+    out, k = [], 0
+    for ch in value:
+        if ch.isdigit():
+            out.append(fixed_prefix[k] if k < len(fixed_prefix) else str(rng.randrange(10)))
+            k += 1
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _fake_phone(value: str, rng: random.Random) -> str:
+    digits = "".join(c for c in value if c.isdigit())
+    # mainland mobile, possibly after a +86 / 0086 / 86 prefix: keep the prefix, fake the rest
+    for cc in ("0086", "86", ""):
+        rest = digits[len(cc):] if digits.startswith(cc) else None
+        if rest is not None and len(rest) == 11 and rest[0] == "1" and rest[1] in "3456789":
+            prefix = cc + "1" + rng.choice("3589") + str(rng.randrange(10))
+            return _digits_like(value, rng, prefix)
+    if digits.startswith("0") and 10 <= len(digits) <= 12:  # landline: keep the leading 0
+        return _digits_like(value, rng, "0" + str(rng.randrange(1, 10)))
+    return _digits_like(value, rng, str(rng.randrange(2, 10)))
+
+
+def _fake_cn_id(value: str, rng: random.Random) -> str:
+    born = date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 55))
+    first17 = rng.choice(_REGIONS) + born.strftime("%Y%m%d") + f"{rng.randrange(1000):03d}"
+    out = first17 + id_check_char(first17)
+    return out.lower() if value[-1:] == "x" and out[-1] == "X" else out
+
+
+def _fake_card(value: str, rng: random.Random) -> str:
+    digits = [c for c in value if c.isdigit()]
+    iin = "62" if digits[:2] == ["6", "2"] else ("4" if digits[:1] == ["4"] else "5" + str(rng.randrange(1, 6)))
+    body = iin + "".join(str(rng.randrange(10)) for _ in range(len(digits) - len(iin) - 1))
+    full = body + luhn_digit(body)
+    it = iter(full)
+    return "".join(next(it) if c.isdigit() else c for c in value)
+
+
+def _fake_email(value: str, rng: random.Random) -> str:
+    user = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 9)))
+    return f"{user}{rng.randrange(100)}@example.com"
+
+
+def _fake_ip(value: str, rng: random.Random) -> str:
+    if ":" in value:
+        return f"2001:db8::{rng.randrange(1, 0xFFFF):x}"
+    net = rng.choice(("192.0.2", "198.51.100", "203.0.113"))  # RFC 5737 documentation ranges
+    return f"{net}.{rng.randrange(1, 255)}"
+
+
+def _fake_alnum(value: str, rng: random.Random) -> str:
+    out = []
+    for ch in value:
+        if ch.isdigit():
+            out.append(str(rng.randrange(10)))
+        elif ch.isascii() and ch.isalpha():
+            c = rng.choice(string.ascii_letters)
+            out.append(c.upper() if ch.isupper() else c.lower())
+        else:
+            out.append(ch)
+    s = "".join(out)
+    return s if s[:1] != "0" or value[:1] == "0" else str(rng.randrange(1, 10)) + s[1:]
+
+
+def _fake_plate(value: str, rng: random.Random) -> str:
+    out = [rng.choice(_PLATE_PROV)] + [_fake_alnum(c, rng) if c.isascii() else c for c in value[1:]]
+    return "".join(out)
+
+
+def _fake_ssn(value: str, rng: random.Random) -> str:
+    area = rng.randrange(100, 665)
+    return _digits_like(value, rng, f"{area:03d}")
+
+
+def _fake_person(value: str, rng: random.Random) -> str:
+    from faker import Faker
+
+    f = Faker("zh_CN" if any("\u4e00" <= c <= "\u9fff" for c in value) else "en_US")
+    f.seed_instance(rng.randrange(1 << 30))
+    return f.name()
+
+
+def _fake_location(value: str, rng: random.Random) -> str:
+    from faker import Faker
+
+    f = Faker("zh_CN" if any("\u4e00" <= c <= "\u9fff" for c in value) else "en_US")
+    f.seed_instance(rng.randrange(1 << 30))
+    return f.city()
+
+
+FAKERS = {
+    "PHONE_NUMBER": _fake_phone, "CN_RESIDENT_ID": _fake_cn_id, "CREDIT_CARD": _fake_card,
+    "EMAIL_ADDRESS": _fake_email, "IP_ADDRESS": _fake_ip, "CN_ACCOUNT_ID": _fake_alnum,
+    "CN_PASSPORT": _fake_alnum, "CN_LICENSE_PLATE": _fake_plate, "US_SSN": _fake_ssn,
+    "IBAN_CODE": _fake_alnum, "PERSON": _fake_person, "LOCATION": _fake_location,
+}
+
+
+class Pseudonymizer:
+    """value -> replacement, consistent within a scope (a conversation id, or '' for the corpus)."""
+
+    def __init__(self, salt: str, operators: dict | None = None, default: str = "pseudonym"):
+        self.salt = salt.encode()
+        self.operators = operators or {}
+        self.default = default
+
+    def operator(self, entity: str) -> str:
+        op = self.operators.get(entity, self.default)
+        return "placeholder" if entity in PLACEHOLDER_ONLY or entity not in FAKERS else op
+
+    def replace(self, entity: str, value: str, scope: str) -> str:
+        if self.operator(entity) == "placeholder":
+            return f"<{entity}>"
+        seed = hashlib.blake2b(f"{scope}\x1f{entity}\x1f{value}".encode(), key=self.salt[:64], digest_size=8).digest()
+        rng = random.Random(int.from_bytes(seed, "big"))
+        for _ in range(8):  # never hand back the original value
+            fake = FAKERS[entity](value, rng)
+            if fake != value:
+                return fake
+        return f"<{entity}>"
+
+
+def anonymize_text(text: str, findings: list, pseudo: Pseudonymizer, scope: str) -> tuple[str, list[tuple[int, int]]]:
+    """Apply presidio-anonymizer with our operators; returns (new text, replaced spans in it)."""
+    if not findings:
+        return text, []
+    from presidio_anonymizer import AnonymizerEngine
+    from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
+
+    eng = _engine()
+    results = [RecognizerResult(f.entity_type, f.start, f.end, f.score) for f in findings]
+    ops = {f.entity_type: OperatorConfig("custom", {"lambda": (lambda v, e=f.entity_type: pseudo.replace(e, v, scope))})
+           for f in findings}
+    out = eng.anonymize(text=text, analyzer_results=results, operators=ops)
+    return out.text, [(it.start, it.end) for it in out.items]
+
+
+_ENGINE = None
+
+
+def _engine():
+    global _ENGINE
+    if _ENGINE is None:
+        from presidio_anonymizer import AnonymizerEngine
+
+        _ENGINE = AnonymizerEngine()
+    return _ENGINE

@@ -1,0 +1,122 @@
+"""PII stage (SPEC R3): anonymise every message, then re-scan; residual PII is a red line.
+
+Detection is `pipeline.pii.analyzer.PiiAnalyzer` (presidio with the team's Chinese recognizers
+and secrets recognizers, pattern-based, offline). Every finding is replaced by
+`pipeline.pii.anonymize` through presidio-anonymizer: a consistent, format-preserving pseudonym
+(default) or a `<ENTITY>` placeholder, per entity. After anonymising, each message is scanned
+again with every entity the analyzer knows (not only the configured ones), ignoring the spans
+just written; what is found there is residual PII. A record with residual PII goes to
+rejected/ (`residual_pii`), residual counts per entity go to the manifest, and more than
+`residual_red_line` residual findings fail the stage. Values never reach the manifest or the
+logs: only entity types, counts, record ids and offsets.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ..schema import SCHEMA
+from .base import ConfigError, MapStage, StageFailed, with_meta
+
+DEV_SALT = "turnforge-dev-pii-salt"
+_ANALYZERS: dict = {}
+
+
+def get_analyzer(entities=None, spacy: bool = False, min_score: float = 0.4):
+    from ..pii.analyzer import PiiAnalyzer
+
+    key = (tuple(entities) if entities else None, spacy, min_score)
+    if key not in _ANALYZERS:
+        _ANALYZERS[key] = PiiAnalyzer(entities=list(entities) if entities else None, spacy=spacy, min_score=min_score)
+    return _ANALYZERS[key]
+
+
+@dataclass
+class PiiConfig:
+    entities: list | None = None  # anonymise these (default: everything the analyzer detects)
+    operators: dict = field(default_factory=dict)  # ENTITY -> placeholder | pseudonym
+    default_operator: str = "pseudonym"
+    scope: str = "conversation"  # same value -> same pseudonym within a conversation, or the corpus
+    salt: str | None = None  # else $TURNFORGE_PII_SALT, else a dev salt (flagged in the manifest)
+    min_score: float = 0.4
+    spacy: bool = False  # English PERSON/LOCATION via en_core_web_sm (must be installed)
+    fast: bool = True  # pre-filter recognizers that cannot match (identical findings, faster)
+    residual_red_line: int = 0  # residual findings tolerated before the stage fails
+
+    def check(self) -> None:
+        if self.default_operator not in ("pseudonym", "placeholder"):
+            raise ConfigError(f"pii.default_operator: {self.default_operator!r} not in pseudonym|placeholder")
+        bad = {k: v for k, v in self.operators.items() if v not in ("pseudonym", "placeholder")}
+        if bad:
+            raise ConfigError(f"pii.operators: values must be pseudonym|placeholder, got {bad}")
+        if self.scope not in ("conversation", "corpus"):
+            raise ConfigError(f"pii.scope: {self.scope!r} not in conversation|corpus")
+
+    def salt_value(self) -> tuple[str, bool]:
+        s = self.salt or os.environ.get("TURNFORGE_PII_SALT")
+        return (s, True) if s else (DEV_SALT, False)
+
+
+class Pii(MapStage):
+    name = "pii"
+    Config = PiiConfig
+
+    def run(self, batches, ctx, cfg: PiiConfig):
+        from ..pii.anonymize import Pseudonymizer, anonymize_text
+
+        analyzer = get_analyzer(cfg.entities, cfg.spacy, cfg.min_score)
+        scanner = get_analyzer(None, cfg.spacy, cfg.min_score)  # everything, whatever was configured
+        pseudo = Pseudonymizer(cfg.salt_value()[0], cfg.operators, cfg.default_operator)
+        for batch in batches:
+            recs = batch.to_pylist()
+            texts = [m["content"] for r in recs for m in r["messages"]]
+            langs = [r["lang"] for r in recs for _ in r["messages"]]
+            found = analyzer.analyze_batch(texts, langs, fast=cfg.fast)
+            kept, k = [], 0
+            for rec in recs:
+                scope = rec["id"] if cfg.scope == "conversation" else ""
+                counts: Counter = Counter()
+                residual: list[str] = []
+                for mi, m in enumerate(rec["messages"]):
+                    fs = found[k]
+                    k += 1
+                    new, spans = anonymize_text(m["content"], fs, pseudo, scope)
+                    counts.update(f.entity_type for f in fs)
+                    left = [f for f in scanner.analyze(new, rec["lang"], fast=cfg.fast)
+                            if not any(f.start < e and s < f.end for s, e in spans)]
+                    for f in left:
+                        residual.append(f"messages[{mi}] {f.entity_type} at {f.start}-{f.end}")
+                        ctx.stats[f"residual:{f.entity_type}"] += 1
+                    m["content"] = new
+                for e, c in counts.items():
+                    ctx.stats[f"found:{e}"] += c
+                ctx.stats["messages"] += len(rec["messages"])
+                if residual:
+                    ctx.reject("residual_pii", record_id=rec["id"], detail="; ".join(residual)[:2000],
+                               raw=json.dumps(rec, ensure_ascii=False, default=str))
+                    continue
+                ctx.keep()
+                kept.append((rec, sorted(counts.items())))
+            if kept:
+                recs_out = with_meta([r for r, _ in kept], "pii",
+                                     pii_counts=[[{"name": e, "value": float(c)} for e, c in cs] or None
+                                                 for _, cs in kept])
+                yield pa.RecordBatch.from_pylist(recs_out, schema=SCHEMA)
+
+    def finalize(self, folder, cfg: PiiConfig, counts: dict) -> dict:
+        st = counts.get("stats", {})
+        residual = {k.split(":", 1)[1]: v for k, v in st.items() if k.startswith("residual:")}
+        found = {k.split(":", 1)[1]: v for k, v in st.items() if k.startswith("found:")}
+        total = sum(residual.values())
+        if total > cfg.residual_red_line:
+            raise StageFailed(f"pii: {total} residual PII findings after anonymisation {residual} exceed the red "
+                               f"line residual_red_line={cfg.residual_red_line}; see {folder}/rejected/ "
+                               f"(reason residual_pii). Check the configured entities.")
+        _, salted = cfg.salt_value()
+        return {"pii": {"found": found, "residual": residual, "messages": st.get("messages", 0),
+                        "salt": "configured" if salted else "DEFAULT (dev salt; set TURNFORGE_PII_SALT)",
+                        "rejected_files": "mode 0600: records with residual PII"}}
