@@ -33,6 +33,9 @@ MESSAGE = pa.struct(
 
 NAMED_SCORE = pa.struct([pa.field("name", pa.string()), pa.field("value", pa.float64())])
 
+PII_SPAN = pa.struct([pa.field("message", pa.int32()), pa.field("start", pa.int32()), pa.field("end", pa.int32()),
+                      pa.field("entity", pa.string())])
+
 META = pa.struct(
     [
         pa.field("session_id", pa.string()),
@@ -45,6 +48,8 @@ META = pa.struct(
         pa.field("flags", pa.list_(pa.string())),  # repairs applied, markup flagged, ...
         pa.field("stages", pa.list_(pa.string())),  # stage trail
         pa.field("pii_counts", pa.list_(NAMED_SCORE)),
+        # where the pii stage wrote pseudonyms (offsets only): audits skip these look-alikes
+        pa.field("pii_spans", pa.list_(PII_SPAN)),
         pa.field("dedup_cluster", pa.string()),
         pa.field("quality", pa.list_(NAMED_SCORE)),
         pa.field("extra", pa.string()),  # JSON object of unrecognised input fields

@@ -161,8 +161,10 @@ class Pseudonymizer:
         return f"<{entity}>"
 
 
-def anonymize_text(text: str, findings: list, pseudo: Pseudonymizer, scope: str) -> tuple[str, list[tuple[int, int]]]:
-    """Apply presidio-anonymizer with our operators; returns (new text, replaced spans in it)."""
+def anonymize_text(text: str, findings: list, pseudo: Pseudonymizer, scope: str
+                   ) -> tuple[str, list[tuple[int, int, str]]]:
+    """Apply presidio-anonymizer with our operators; returns (new text, [(start, end, entity)]
+    of the replacements in the new text)."""
     if not findings:
         return text, []
     from presidio_anonymizer import AnonymizerEngine
@@ -173,7 +175,7 @@ def anonymize_text(text: str, findings: list, pseudo: Pseudonymizer, scope: str)
     ops = {f.entity_type: OperatorConfig("custom", {"lambda": (lambda v, e=f.entity_type: pseudo.replace(e, v, scope))})
            for f in findings}
     out = eng.anonymize(text=text, analyzer_results=results, operators=ops)
-    return out.text, [(it.start, it.end) for it in out.items]
+    return out.text, [(it.start, it.end, it.entity_type) for it in out.items]
 
 
 _ENGINE = None

@@ -24,21 +24,26 @@ def scan_folder(folder: str, out: TextIO, limit: int = 20, entities=None) -> int
         folder = os.path.join(folder, shards.load_manifest(folder)["last_stage"])
     an = _analyzer(entities)
     counts: Counter = Counter()
-    shown = n_msgs = 0
+    shown = n_msgs = skipped = 0
     for b in shards.iter_batches(folder):
         recs = b.to_pylist()
         texts = [m["content"] for r in recs for m in r["messages"]]
         langs = [r["lang"] for r in recs for _ in r["messages"]]
-        where = [(r["id"], i) for r in recs for i in range(len(r["messages"]))]
+        where = [(r["id"], i, [(s["start"], s["end"]) for s in ((r["meta"] or {}).get("pii_spans") or [])
+                                 if s["message"] == i]) for r in recs for i in range(len(r["messages"]))]
         n_msgs += len(texts)
-        for (rid, mi), fs in zip(where, an.analyze_batch(texts, langs)):
+        for (rid, mi, fake), fs in zip(where, an.analyze_batch(texts, langs)):
             for f in fs:
+                if any(f.start < e and s < f.end for s, e in fake):
+                    skipped += 1  # a pseudonym the pii stage wrote, not PII
+                    continue
                 counts[f.entity_type] += 1
                 if shown < limit:
                     print(f"{rid} messages[{mi}] {f.entity_type} {f.start}-{f.end} score {f.score:.2f}", file=out)
                     shown += 1
     total = sum(counts.values())
-    print(f"{folder}: {n_msgs} messages scanned, {total} PII findings {dict(sorted(counts.items()))}", file=out)
+    print(f"{folder}: {n_msgs} messages scanned, {total} PII findings {dict(sorted(counts.items()))}"
+          f" ({skipped} pseudonyms written by the pii stage skipped)", file=out)
     return total
 
 

@@ -81,13 +81,16 @@ class Pii(MapStage):
                 scope = rec["id"] if cfg.scope == "conversation" else ""
                 counts: Counter = Counter()
                 residual: list[str] = []
+                written: list[dict] = []
                 for mi, m in enumerate(rec["messages"]):
                     fs = found[k]
                     k += 1
                     new, spans = anonymize_text(m["content"], fs, pseudo, scope)
                     counts.update(f.entity_type for f in fs)
+                    written += [{"message": mi, "start": s, "end": e, "entity": t} for s, e, t in spans
+                                if not new[s:e].startswith("<")]  # pseudonyms only; placeholders are inert
                     left = [f for f in scanner.analyze(new, rec["lang"], fast=cfg.fast)
-                            if not any(f.start < e and s < f.end for s, e in spans)]
+                            if not any(f.start < e and s < f.end for s, e, _ in spans)]
                     for f in left:
                         residual.append(f"messages[{mi}] {f.entity_type} at {f.start}-{f.end}")
                         ctx.stats[f"residual:{f.entity_type}"] += 1
@@ -100,11 +103,12 @@ class Pii(MapStage):
                                raw=json.dumps(rec, ensure_ascii=False, default=str))
                     continue
                 ctx.keep()
-                kept.append((rec, sorted(counts.items())))
+                kept.append((rec, sorted(counts.items()), written))
             if kept:
-                recs_out = with_meta([r for r, _ in kept], "pii",
+                recs_out = with_meta([r for r, _, _ in kept], "pii",
                                      pii_counts=[[{"name": e, "value": float(c)} for e, c in cs] or None
-                                                 for _, cs in kept])
+                                                 for _, cs, _ in kept],
+                                     pii_spans=[w or None for _, _, w in kept])
                 yield pa.RecordBatch.from_pylist(recs_out, schema=SCHEMA)
 
     def finalize(self, folder, cfg: PiiConfig, counts: dict) -> dict:

