@@ -69,7 +69,13 @@ def zh_recall(n: int, seed: int = 0) -> dict:
             elif ent == "CN_RESIDENT_ID":
                 v = fk.ssn()
             else:
-                v = card_layouts(fk.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "maestro"])), rng)
+                if rng.random() < 0.5:  # UnionPay (62...), what most mainland bank cards are; faker has none
+                    from pipeline.pii.anonymize import luhn_digit
+                    body = "62" + "".join(str(rng.randrange(10)) for _ in range(rng.choice((13, 14, 16))))
+                    num = body + luhn_digit(body)
+                else:
+                    num = fk.credit_card_number()  # zh_CN card types
+                v = card_layouts(num, rng)
             text = rng.choice(tpls).format(v=v)
             s = text.index(v)
             e = s + len(v)
@@ -110,6 +116,7 @@ def main() -> None:
     ap.add_argument("--n-zh", type=int, default=600)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--naive-sample", type=int, default=3000)
+    ap.add_argument("--repeat", type=int, default=4, help="throughput corpus = the turns repeated (amortises start-up)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="tf-pii-bench-")
 
@@ -148,24 +155,39 @@ def main() -> None:
     # 4. throughput: the stage over these turns vs naive presidio on a sample of them
     src = os.path.join(work, "turns.jsonl")
     with open(src, "w", encoding="utf-8") as f:
-        for k in range(0, len(turns) - 1, 2):
+        for k in [k for _ in range(a.repeat) for k in range(0, len(turns) - 1, 2)]:
             f.write(json.dumps({"messages": [{"role": "user", "content": turns[k]},
                                              {"role": "assistant", "content": turns[k + 1]}]}, ensure_ascii=False) + "\n")
-    ext = os.path.join(work, "ext")
-    runner.run_stage("extract", {"tail_turns": 0}, src, ext, progress=False)
     # several input parts so workers have something to share
     parts = os.path.join(work, "parts")
-    runner.run_stage("extract", {"tail_turns": 0}, src, parts, progress=False, rows_per_part=500)
+    runner.run_stage("extract", {"tail_turns": 0}, src, parts, progress=False, rows_per_part=2000)
     n_msgs = sum(len(r["messages"]) for r in shards.iter_records(parts))
+    # (a) warm, one process: the stage's own per-part work, start-up excluded like the peer's
+    from pipeline.stages.base import StageContext
+    from pipeline.stages.pii import Pii, PiiConfig
+
+    stage, cfg = Pii(), PiiConfig(residual_red_line=10 ** 9)
+    first = shards.data_files(parts)[0]
+    for _ in stage.run_task({"part": first}, cfg, StageContext("pii", None, "warm")):
+        pass  # warm-up: recognizers and tldextract's suffix list load on first use
+    t = time.perf_counter()
+    for p in shards.data_files(parts):
+        for _ in stage.run_task({"part": p}, cfg, StageContext("pii", None, "b")):
+            pass
+    warm = n_msgs / (time.perf_counter() - t)
+    # (b) the whole stage with workers, process start-up included
     t = time.perf_counter()
     runner.run_stage("pii", {"residual_red_line": 10 ** 9}, parts, os.path.join(work, "pii"), workers=a.workers,
                      progress=False)
-    ours = n_msgs / (time.perf_counter() - t)
+    e2e = n_msgs / (time.perf_counter() - t)
     sample = random.Random(0).sample(turns, min(a.naive_sample, len(turns)))
     naive = naive_presidio(sample)
-    print(f"\n4. throughput: our pii stage ({a.workers} workers, batched, pre-filtered, anonymise + residual "
-          f"re-scan) {ours:.0f} turns/s over {n_msgs} turns; naive presidio analyze + anonymize per text "
-          f"{naive:.0f} turns/s over {len(sample)} turns -> {ours / naive:.1f}x (target >= 4x)")
+    print(f"\n4. throughput on {n_msgs} turns (sharegpt_zh x{a.repeat}); peer: presidio analyze (all recognizers) + "
+          f"anonymize per text, warm, one process: {naive:.0f} turns/s on {len(sample)} turns")
+    print(f"   our pii stage (batched, pre-filtered, pseudonyms, residual re-scan), warm, one process: {warm:.0f} "
+          f"turns/s -> {warm / naive:.1f}x (target >= 4x)")
+    print(f"   our pii stage, {a.workers} workers, whole stage incl. process start-up: {e2e:.0f} turns/s -> "
+          f"{e2e / naive:.1f}x")
 
 
 if __name__ == "__main__":
