@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+from collections import OrderedDict
 import hashlib
 import ipaddress
 import os
@@ -37,8 +38,6 @@ from urllib.parse import unquote, urlsplit
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
-import regex  # noqa: E402  (presidio's regex engine; used where we mirror its patterns)
-
 try:  # noqa: E402
     from importlib.metadata import version as _dist_version
 
@@ -47,6 +46,7 @@ except Exception:  # pragma: no cover
     PRESIDIO_VERSION = "unknown"
 
 try:  # noqa: E402
+    import regex  # presidio's regex engine; used where we mirror its patterns
     import tldextract
     from presidio_analyzer import (
         AnalysisExplanation,
@@ -66,6 +66,7 @@ except ImportError as _exc:  # pragma: no cover - only without the optional depe
     # Keep this module importable (pytest imports every module for doctests); using
     # any recognizer then raises a clear error.
     PRESIDIO_IMPORT_ERROR = _exc
+    regex = re  # type: ignore  # enough to compile the module-level patterns
 
     class _MissingPresidio:
         PATTERNS: list = []
@@ -102,6 +103,49 @@ def digit_cluster_gate(n: int, gap: int = 1) -> "re.Pattern[str]":
 
 
 VALID_SCORE = 1.0
+
+#: texts at least this long are scanned only on the lines where a recognizer's gate hits
+LONG_TEXT = 8192
+
+_ASCII_UPPER_RUN = re.compile("[A-Z]+")
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case ASCII letters only; same length and offsets as ``text``.
+
+    Patterns listed in ``CASELESS_PATTERNS`` run on this instead of using IGNORECASE,
+    which makes stdlib ``re`` give up its prefix optimisations (3-5x slower).  The
+    semantics are ``re.IGNORECASE | re.ASCII``.
+    """
+    return _ASCII_UPPER_RUN.sub(lambda m: m.group().lower(), text)
+
+
+def gated_line_windows(text: str, gate) -> List[Tuple[int, int]]:
+    """Spans of whole lines (without their newline) that hold a match of ``gate``.
+
+    Scanning a single-line pattern (one that cannot match a newline) on these spans
+    finds exactly what scanning the whole text finds, provided every match of the
+    pattern contains a match of ``gate`` (all gates here are loosened pieces of their
+    patterns): lookbehinds still see the text before the span (``finditer(text, a, b)``)
+    and at the span's end every lookahead used here treats end-of-string like "\\n".
+    """
+    windows: List[Tuple[int, int]] = []
+    n = len(text)
+    pos = 0
+    while pos < n:
+        m = gate.search(text, pos)
+        if m is None:
+            break
+        a = text.rfind("\n", 0, m.start()) + 1
+        b = text.find("\n", m.end())
+        if b < 0:
+            b = n
+        if windows and a <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], b)
+        else:
+            windows.append((a, b))
+        pos = b + 1
+    return windows
 
 #: mainland province-level codes (first two digits of a resident ID)
 CN_PROVINCE_CODES = frozenset(
@@ -168,9 +212,9 @@ def card_brand(digits: str) -> Optional[str]:
     if two == "62":
         return "unionpay"
     if digits[0] == "4":
-        return "visa"
+        return "visa" if n in (16, 19) else None
     if "51" <= two <= "55" or 2221 <= four <= 2720:
-        return "mastercard"
+        return "mastercard" if n == 16 else None
     if 3528 <= four <= 3589:
         return "jcb"
     if digits.startswith("6011") or two == "65" or 644 <= int(digits[:3]) <= 649:
@@ -211,6 +255,16 @@ class ScoredPatternRecognizer(PatternRecognizer):
     MAX_SCORE = 1.0
     REGEX_FLAGS = 0
     GATE: Optional["re.Pattern[str]"] = None
+    #: regex found inside every single-line match (default: GATE); long texts are only
+    #: scanned on the lines where it hits
+    LINE_GATE: Optional["re.Pattern[str]"] = None
+    #: names of patterns that can match across lines (always scanned on the whole text)
+    MULTILINE_PATTERNS: frozenset = frozenset()
+    #: names of patterns written in lower case and run on ``ascii_lower(text)``
+    #: (ASCII-case-insensitive); match offsets are the same as in ``text``
+    CASELESS_PATTERNS: frozenset = frozenset()
+    #: LINE_GATE is lower case and searched in ``ascii_lower(text)``
+    LINE_GATE_ON_LOWER = False
 
     def __init__(self, supported_language: str = "en", name: Optional[str] = None):
         patterns = [Pattern(p.name, p.regex, p.score) for p in self.PATTERNS]
@@ -227,9 +281,17 @@ class ScoredPatternRecognizer(PatternRecognizer):
     # presidio calls analyze(text, entities, nlp_artifacts)
     def analyze(self, text, entities=None, nlp_artifacts=None, regex_flags=None):
         """Run every pattern over text; score each match with ``score_match``."""
+        whole = ((0, len(text)),)
+        lowered = ascii_lower(text) if (self.CASELESS_PATTERNS or self.LINE_GATE_ON_LOWER) else text
+        lines = None
+        line_gate = self.LINE_GATE if self.LINE_GATE is not None else self.GATE
+        if len(text) >= LONG_TEXT and line_gate is not None:
+            lines = gated_line_windows(lowered if self.LINE_GATE_ON_LOWER else text, line_gate)
         results = []
         for pattern, rx in zip(self.patterns, self._compiled):
-            for m in rx.finditer(text):
+            spans = whole if lines is None or pattern.name in self.MULTILINE_PATTERNS else lines
+            hay = lowered if pattern.name in self.CASELESS_PATTERNS else text
+            for m in (m for a, b in spans for m in rx.finditer(hay, a, b)):
                 scored = self.score_match(m, text, pattern)
                 if not scored:
                     continue
@@ -324,8 +386,13 @@ class CnPhoneRecognizer(ScoredPatternRecognizer):
             0.7,
         ),
     ]
-    # >= 10 digits, at most 2 of its separators apart ("(+86) 138", "(010) 6234...")
-    GATE = re.compile(r"\d(?:[ \-()]{0,2}\d){9}")
+    # the shapes with looser classes and lookarounds (a match starts at +, (, 0, 8 or 1
+    # with no digit before; "0086"/"86" glued to a mobile is covered by 0{0,2}86)
+    GATE = re.compile(
+        r"(?<!\d)(?:0{0,2}86[ \-]?)?1[3-9]\d[ \-]?\d{4}[ \-]?\d{4}(?!\d)"
+        r"|(?<!\d)0\d{2,3}\)?[ \-]?[2-9]\d{6,7}(?!\d)"
+        r"|86[ \-]?\(?\d{2,3}\)?[ \-]?[2-9]\d{6,7}(?!\d)"
+    )
 
     def score_match(self, m, text, pattern) -> Scored:
         start, end = m.span()
@@ -362,28 +429,43 @@ class WindowedPhoneRecognizer(PhoneRecognizer):
     (before any extension) has fewer than 7 digits, is glued to another digit or to a
     decimal point, or is a bare digit run of 12+ digits or of 11 digits starting with 1
     (the mainland-mobile shape, left to ``CnPhoneRecognizer``).  Clusters that are such
-    bare runs with no ``+``/``(`` in the 10 characters before are not even parsed.
+    bare runs with no ``+``/``(`` in the 10 characters before are not even parsed, nor
+    are clusters of more than ``MAX_CLUSTER_DIGITS`` digits (tables of numbers such as
+    ``1234 5678 9012 ...``: phonenumbers needs ~30 ms per 1,000 such characters).
     """
 
     MIN_DIGITS = 7
+    MAX_CLUSTER_DIGITS = 48
+    WINDOW_CACHE_SIZE = 8192
     MAX_SCORE = PhoneRecognizer.SCORE
     _MARGIN = 12
-    GATE = re.compile(r"\d(?:%s{0,4}\d){%d}" % (_PHONE_GAP, MIN_DIGITS - 1))
     _CLUSTERS = re.compile(r"\d(?:%s{0,4}\d){%d,}" % (_PHONE_GAP, MIN_DIGITS - 1))
     _MAIN = re.compile(r"[^A-Za-z#;,]*")
     _DIGIT = re.compile(r"\d")
     _LEAD = frozenset("+＋(（[［")
 
+    @classmethod
+    def _clusters(cls, text: str):
+        for m in cls._CLUSTERS.finditer(text):
+            run = m.group()
+            if len(cls._DIGIT.findall(run)) > cls.MAX_CLUSTER_DIGITS:
+                continue
+            if cls._bare_mobile_or_long(run) and not cls._LEAD.intersection(
+                text[max(0, m.start() - 10) : m.start()]
+            ):
+                continue
+            yield m
+
+    @classmethod
+    def GATE_FN(cls, text: str) -> bool:  # noqa: N802
+        """Gate: the text has a window (a cluster that is not skipped)."""
+        return next(cls._clusters(text), None) is not None
+
     def analyze(self, text, entities=None, nlp_artifacts=None):
         """Run phonenumbers on digit-cluster windows, then apply the guards."""
         windows: List[List[int]] = []
         n = len(text)
-        for m in self._CLUSTERS.finditer(text):
-            run = m.group()
-            if self._bare_mobile_or_long(run) and not self._LEAD.intersection(
-                text[max(0, m.start() - 10) : m.start()]
-            ):
-                continue
+        for m in self._clusters(text):
             line_start = text.rfind("\n", 0, m.start()) + 1
             line_end = text.find("\n", m.end())
             if line_end < 0:
@@ -396,12 +478,44 @@ class WindowedPhoneRecognizer(PhoneRecognizer):
                 windows.append([a, b])
         results = []
         for a, b in windows:
-            for r in super().analyze(text[a:b], entities or self.supported_entities, nlp_artifacts):
-                r.start += a
-                r.end += a
-                if self._keep(text, r.start, r.end):
-                    results.append(r)
+            for start, end, score, explanation in self._parse_window(text[a:b]):
+                start += a
+                end += a
+                if self._keep(text, start, end):
+                    results.append(
+                        RecognizerResult(
+                            entity_type=self.supported_entities[0],
+                            start=start,
+                            end=end,
+                            score=score,
+                            analysis_explanation=explanation,
+                            recognition_metadata={
+                                RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                            },
+                        )
+                    )
         return EntityRecognizer.remove_duplicates(results) if len(results) > 1 else results
+
+    def _parse_window(self, window: str) -> list:
+        """phonenumbers' matches in one window, memoised (LRU) by the window's text.
+
+        A window's matches depend only on its text, and chat data repeats windows
+        (signatures, hotline numbers, templates); phonenumbers costs ~0.2 ms/window.
+        """
+        cache = self.__dict__.setdefault("_window_cache", OrderedDict())
+        hit = cache.get(window)
+        if hit is not None:
+            cache.move_to_end(window)
+            return hit
+        found = [
+            (r.start, r.end, r.score, r.analysis_explanation)
+            for r in PhoneRecognizer.analyze(self, window, self.supported_entities, None)
+        ]
+        cache[window] = found
+        if len(cache) > self.WINDOW_CACHE_SIZE:
+            cache.popitem(last=False)
+        return found
 
     @staticmethod
     def _bare_mobile_or_long(run: str) -> bool:
@@ -461,7 +575,9 @@ class CnResidentIdRecognizer(ScoredPatternRecognizer):
             0.5,
         ),
     ]
-    GATE = digit_cluster_gate(15, gap=1)
+    GATE = re.compile(
+        r"[1-8]\d{5} ?(?:18|19|20)\d{2}[01]\d[0-3]\d ?\d{3}[0-9Xx]|[1-8]\d{7}[01]\d[0-3]\d{4}"
+    )
 
     def validate_result(self, pattern_text: str) -> Optional[bool]:
         """True when the MOD 11-2 check character holds (18-digit IDs only)."""
@@ -489,7 +605,7 @@ _CARD_CONTEXT = re.compile(
     r"卡号|卡號|银行卡|銀行卡|信用卡|储蓄卡|借记卡|银联|card|visa|master|amex|unionpay", re.I
 )
 _ORDER_CONTEXT = re.compile(
-    r"订单|訂單|单号|單號|运单|快递|物流|流水号|交易号|发票|工单|order|tracking|invoice|ticket|ref",
+    r"订单|訂單|单号|單號|运单|快递|物流|流水|交易号|发票|工单|order|tracking|invoice|ticket|ref",
     re.I,
 )
 
@@ -499,12 +615,13 @@ class BankCardRecognizer(ScoredPatternRecognizer):
 
     15-19 digits, contiguous or in groups of 4 with one consistent space/dash (Amex
     4-6-5).  Works glued to CJK text, where presidio's ``\\b``-delimited pattern does not.
-    Known IIN (62 UnionPay, 4 Visa, 51-55/2221-2720 Mastercard, 34/37 Amex, JCB,
-    Discover, Diners) + Luhn valid -> 1.0; known IIN + Luhn invalid -> 0.55; unknown IIN
-    -> not reported, unless Luhn-valid with a card word (卡号, card...) just before (0.7).
-    An order/tracking word (订单号, 运单, order...) right before, with no card word,
-    suppresses the match; so does an 18-digit run with a plausible resident-ID region
-    and birth date that fails Luhn (left to ``CnResidentIdRecognizer``).
+    Known IIN and length (62 UnionPay 16-19, 4 Visa 16/19, 51-55/2221-2720 Mastercard
+    16, 34/37 Amex 15, JCB, Discover, Diners 16-19) + Luhn valid -> 1.0; + Luhn invalid
+    -> 0.55; unknown IIN -> not reported, unless Luhn-valid with a card word (卡号,
+    银行卡, card...) in the 12 characters before (0.7).  An order/tracking word (订单号,
+    运单, 流水, order...) there, with no card word, suppresses the match; so does a bare
+    15/18-digit run with a plausible resident-ID province and birth date (left to
+    ``CnResidentIdRecognizer``) unless it is Luhn-valid after a card word.
     """
 
     ENTITY = "CREDIT_CARD"
@@ -543,8 +660,10 @@ class BankCardRecognizer(ScoredPatternRecognizer):
             return None
         if card_brand(digits) is None:
             return (start, end, self.UNKNOWN_IIN_SCORE) if (ok and card_word) else None
-        if not ok and len(digits) in (15, 18) and m.group().isdigit() and cn_id_fields_plausible(digits):
-            return None
+        if len(digits) in (15, 18) and m.group().isdigit() and cn_id_fields_plausible(digits):
+            # the resident-ID shape wins unless Luhn holds and a card word precedes
+            if not (ok and card_word):
+                return None
         return start, end, self.VALID_SCORE if ok else self.BAD_CHECKSUM_SCORE
 
 
@@ -624,17 +743,18 @@ class CnLicensePlateRecognizer(ScoredPatternRecognizer):
 # CN_ACCOUNT_ID: QQ / WeChat / usernames / member numbers, only after a context word
 # ----------------------------------------------------------------------------------
 
+# lower case: matched on ascii_lower(text), i.e. ASCII-case-insensitively
 _ACCOUNT_CTX_CJK = (
-    "QQ号码 QQ號碼 QQ号 QQ號 企鹅号 微信号码 微信号 微信號 微信ID 微信 vx号 v信 "
-    "账号 帐号 賬號 帳號 账户名 账户 帐户 賬戶 用户名 用戶名 用户ID 用户编号 "
-    "会员号 会员卡号 会员ID 会员编号 會員號 登录名 登录账号 登陆账号"
+    "qq号码 qq號碼 qq号 qq號 企鹅号 微信号码 微信号 微信號 微信id 微信 vx号 v信 "
+    "账号 帐号 賬號 帳號 账户名 账户 帐户 賬戶 用户名 用戶名 用户id 用户编号 "
+    "会员号 会员卡号 会员id 会员编号 會員號 登录名 登录账号 登陆账号"
 ).split()
 _ACCOUNT_CTX_ASCII = (
-    r"QQ|wechat(?:[ _]?id)?|weixin|vx|user[ _]?name|user[ _]?id|userid|uid"
+    r"qq|wechat(?:[ _]?id)?|weixin|vx|user[ _]?name|user[ _]?id|userid|uid"
     r"|login(?:[ _]?(?:name|id))?|account(?:[ _]?(?:id|name|number|no))?|acct"
 )
 ACCOUNT_CONTEXT_REGEX = (
-    r"(?:(?<![A-Za-z])(?:" + _ACCOUNT_CTX_ASCII + r")(?![A-Za-z])|"
+    r"(?:(?<![a-z])(?:" + _ACCOUNT_CTX_ASCII + r")(?![a-z])|"
     + "|".join(sorted(_ACCOUNT_CTX_CJK, key=len, reverse=True))
     + r")"
 )
@@ -660,18 +780,20 @@ class CnAccountIdRecognizer(ScoredPatternRecognizer):
 
     ENTITY = "CN_ACCOUNT_ID"
     MAX_SCORE = 0.75
-    REGEX_FLAGS = re.IGNORECASE
     CONTEXT = ["QQ", "微信", "账号", "用户名", "username"]
     PATTERNS = [
         Pattern(
             "account_after_context",
             r"(?P<c>" + ACCOUNT_CONTEXT_REGEX + r")"
             + r"(?P<sep>(?:[ \t]*(?:is|:|：|=|是|为|為|#|＃|号码|號碼|号|號)){0,2}[ \t]*)"
-            + r"(?P<v>[A-Za-z0-9][A-Za-z0-9_.\-]{2,39})(?![A-Za-z0-9_\-])",
+            + r"(?P<v>[a-z0-9][a-z0-9_.\-]{2,39})(?![a-z0-9_\-])",
             0.65,
         )
     ]
-    GATE = re.compile(ACCOUNT_CONTEXT_REGEX, re.IGNORECASE)
+    CASELESS_PATTERNS = frozenset({"account_after_context"})
+    GATE = re.compile(ACCOUNT_CONTEXT_REGEX, re.IGNORECASE | re.ASCII)
+    LINE_GATE = re.compile(ACCOUNT_CONTEXT_REGEX)
+    LINE_GATE_ON_LOWER = True
 
     def score_match(self, m, text, pattern) -> Scored:
         start, end = m.span("v")
@@ -766,8 +888,8 @@ class CjkSafeIpRecognizer(ScoredPatternRecognizer):
             0.6,
         ),
     ]
-    # IPv4 needs digit.digit; IPv6 needs a colon next to a hex digit or "::"
-    GATE = re.compile(r"\d\.\d|[0-9A-Fa-f]:|:[0-9A-Fa-f:]")
+    # IPv4 needs digit.digit; a valid IPv6 has "::" or 7 colons (6 + dotted IPv4)
+    GATE = re.compile(r"\d\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:")
 
     def score_match(self, m, text, pattern) -> Scored:
         start, end = m.span()
@@ -842,6 +964,7 @@ class UrlWithSecretRecognizer(ScoredPatternRecognizer):
         )
     ]
     _NEEDLES = re.compile(_SECRET_NEEDLES, re.IGNORECASE)
+    LINE_GATE = re.compile("://")
 
     @classmethod
     def GATE_FN(cls, text: str) -> bool:  # noqa: N802
@@ -907,26 +1030,31 @@ class ApiKeyRecognizer(ScoredPatternRecognizer):
 
     ENTITY = "API_KEY"
     CONTEXT = ["key", "token", "secret", "密钥"]
+    MULTILINE_PATTERNS = frozenset({"private_key_block", "private_key_truncated"})
     PATTERNS = [
         Pattern(
             "openai_like",
-            r"(?<![A-Za-z0-9_\-])sk-(?:proj-|svcacct-|admin-|ant-(?:[a-z]{3}[0-9]{2}-)?)?"
+            r"sk-(?<![A-Za-z0-9_\-]sk-)(?:proj-|svcacct-|admin-|ant-(?:[a-z]{3}[0-9]{2}-)?)?"
             r"(?P<v2>[A-Za-z0-9_\-]{20,})",
             1.0,
         ),
-        Pattern("stripe", r"(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", 1.0),
-        Pattern("aws_access_key", r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])", 1.0),
+        Pattern("stripe", r"[sr]k_(?<![A-Za-z0-9_]..._)(?:live|test)_[A-Za-z0-9]{16,}", 1.0),
+        Pattern(
+            "aws_access_key",
+            r"A(?:KIA|SIA|BIA|CCA)(?<![A-Za-z0-9]....)[A-Z0-9]{16}(?![A-Za-z0-9])",
+            1.0,
+        ),
         Pattern(
             "github",
-            r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"
+            r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})"
             r"(?![A-Za-z0-9_])",
             1.0,
         ),
-        Pattern("slack", r"(?<![A-Za-z0-9])xox[abposre]-[A-Za-z0-9\-]{10,}", 1.0),
-        Pattern("google", r"(?<![A-Za-z0-9_\-])AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])", 1.0),
+        Pattern("slack", r"xox(?<![A-Za-z0-9]xox)[abposre]-[A-Za-z0-9\-]{10,}", 1.0),
+        Pattern("google", r"AIza(?<![A-Za-z0-9_\-]AIza)[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])", 1.0),
         Pattern(
             "jwt",
-            r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+            r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
             0.95,
         ),
         Pattern(
@@ -938,26 +1066,31 @@ class ApiKeyRecognizer(ScoredPatternRecognizer):
         Pattern(
             "private_key_truncated",
             r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
-            r"(?:\r?\n(?:[A-Za-z0-9+/=]{8,120}|[A-Za-z][A-Za-z\-]*: [^\r\n]{1,100}|[ \t]*))*",
+            r"(?:\r?\n(?:[A-Za-z0-9+/=]{8,120}|[A-Za-z][A-Za-z\-]*: [^\r\n]{1,100}|[ \t]*)){0,400}",
             0.9,
         ),
+        # the next two are matched on ascii_lower(text): lower-case literals
         Pattern(
             "bearer",
-            r"(?<![A-Za-z])(?i:bearer)[ \t]+(?P<v>[A-Za-z0-9\-._~+/]{16,}=*)",
+            r"bearer(?<![a-z]bearer)[ \t]+(?P<v>[a-z0-9\-._~+/]{16,}=*)",
             0.9,
         ),
         Pattern(
             "assignment",
-            r"(?<![A-Za-z0-9])(?i:" + _KEY_NAMES + r")[\"']?[ \t]*(?::|=|：|是|为|為)[ \t]*[\"']?"
-            r"(?P<v>[A-Za-z0-9!#$%()*+\-./:<=>?@\[\]^_{|}~]{6,200})",
+            r"(?<![a-z0-9])(?:" + _KEY_NAMES + r")[\"']?[ \t]*(?::|=|：|是|为|為)[ \t]*[\"']?"
+            r"(?P<v>[a-z0-9!#$%()*+\-./:<=>?@\[\]^_{|}~]{6,200})",
             0.85,
         ),
     ]
-    GATE = re.compile(
+    CASELESS_PATTERNS = frozenset({"bearer", "assignment"})
+    _NEEDLES = (
         r"sk-|sk_|rk_|akia|asia|abia|acca|gh[pousr]_|github_pat_|xox|aiza|eyj|bearer|begin"
-        r"|key|token|secret|passw|pwd|密码|密碼|口令|密钥|密鑰|秘钥|令牌",
-        re.IGNORECASE,
+        r"|(?:api|app|access|private)[_\-]?key|token|secret|passw|pwd"
+        r"|密码|密碼|口令|密钥|密鑰|秘钥|令牌"
     )
+    GATE = re.compile(_NEEDLES, re.IGNORECASE | re.ASCII)
+    LINE_GATE = re.compile(_NEEDLES)
+    LINE_GATE_ON_LOWER = True
 
     def score_match(self, m, text, pattern) -> Scored:
         name = pattern.name
@@ -994,7 +1127,7 @@ class ApiKeyRecognizer(ScoredPatternRecognizer):
 # ----------------------------------------------------------------------------------
 
 _WS = regex.compile(r"\s")
-_WS_REVERSE = regex.compile(r"\s", regex.REVERSE)
+_WS_REVERSE = regex.compile(r"\s", getattr(regex, "REVERSE", 0))
 
 
 def whitespace_free_windows(text: str, hint: "regex.Pattern") -> List[Tuple[int, int]]:
@@ -1033,18 +1166,54 @@ class _WhitespaceFreeWindowsMixin:
         return results
 
 
+#: CJK ideographs, kana, hangul, CJK and full-width punctuation
+_CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]")
+
+
 class WindowedUrlRecognizer(_WhitespaceFreeWindowsMixin, UrlRecognizer):
-    """presidio's ``UrlRecognizer`` (patterns unchanged) on runs holding ``x.tld``."""
+    """presidio's ``UrlRecognizer`` on runs holding ``x.tld``; cut at glued CJK text.
+
+    presidio's path part ``[^\\s()<>"']*`` runs on into the Chinese text after a URL
+    (``见https://a.com/x谢谢`` -> ``...x谢谢``); a match is cut before its first CJK or
+    full-width character (CJK paths are usually percent-encoded in shared links).
+    """
 
     # every URL pattern holds [a-z0-9.-] '.' <tld>, and all TLD alternatives start
     # with a letter; same engine and flags as presidio (regex, IGNORECASE)
     HINT = regex.compile(r"[a-z0-9.\-]\.[a-z]", regex.IGNORECASE | regex.DOTALL | regex.MULTILINE)
 
+    def analyze(self, text, entities=None, nlp_artifacts=None, regex_flags=None):  # noqa: D102
+        results = []
+        for r in super().analyze(text, entities, nlp_artifacts, regex_flags):
+            cjk = _CJK.search(text, r.start, r.end)
+            if cjk is not None:
+                r.end = cjk.start()
+            if r.end > r.start:
+                results.append(r)
+        return results
+
 
 class WindowedEmailRecognizer(_WhitespaceFreeWindowsMixin, EmailRecognizer):
-    """presidio's ``EmailRecognizer`` (patterns unchanged) on runs holding ``@``."""
+    """presidio's ``EmailRecognizer`` on runs holding ``@``; leading CJK text dropped.
+
+    presidio's local part uses ``\\w``, which includes CJK, so ``邮箱wang@163.com`` is
+    matched from ``邮``; a leading run of CJK characters is cut off the match when an
+    ASCII local part remains (internationalised addresses stay as presidio reports them).
+    """
 
     HINT = regex.compile("@")
+
+    def analyze(self, text, entities=None, nlp_artifacts=None, regex_flags=None):  # noqa: D102
+        results = []
+        for r in super().analyze(text, entities, nlp_artifacts, regex_flags):
+            start = r.start
+            while start < r.end and _CJK.match(text, start):
+                start += 1
+            at = text.find("@", start, r.end)
+            if start > r.start and at > start and text[start:at].isascii():
+                r.start = start
+            results.append(r)
+        return results
 
 
 # ----------------------------------------------------------------------------------
@@ -1086,20 +1255,31 @@ def _tight(n: int) -> "regex.Pattern":
 
 #: presidio class name -> gate (a compiled regex that every reportable match implies).
 PRESIDIO_GATES = {
-    "CreditCardRecognizer": _tight(13),  # 4+3+3+3 digits with [- ]? between groups
+    # \b(?!1\d{12}(?!\d))(4|5[0-5]|6|1|3)ddd[- ]?ddd(d)[- ]?ddd(d)[- ]?ddd(dd)\b
+    "CreditCardRecognizer": _rx(r"(?<!\d)[13456]\d{3}[\- ]?\d{3}"),
     "UsBankRecognizer": _tight(8),  # [0-9]{8,17}
     "UsLicenseRecognizer": regex.compile(r"\d"),  # every alternative holds a digit
-    "UsItinRecognizer": _tight(9),
+    "UsItinRecognizer": _rx(r"(?<!\d)9\d{2}[\- ]?\d{2}[\- ]?\d{4}(?!\d)"),
     "UsPassportRecognizer": _tight(8),  # [0-9]{9} or [A-Z][0-9]{8}
-    "UsSsnRecognizer": _tight(9),  # 9 digits, separators [- .] at most one char
-    "NhsRecognizer": _tight(10),
+    "UsSsnRecognizer": _rx(
+        r"(?<!\d)(?:\d{3}[\- .]\d{2}[\- .]\d{4}|\d{5}-\d{4}|\d{3}-\d{6}|\d{9})(?!\d)"
+    ),
+    "NhsRecognizer": _rx(r"(?<!\d)\d{3}[\- ]?\d{3}[\- ]?\d{4}(?!\d)"),
     "CryptoRecognizer": _rx(r"[0-9a-z]{26}"),  # (bc1|[13]) + 25..59 alnum
-    "DateRecognizer": _rx(r"\d[\-/.]|[\-/.]\d"),  # every date has digit next to - / .
+    # each date pattern, loosened: d/d, yyyy-d, d-d-yyyy, d.d.yy, MMM next to -d / d-
+    "DateRecognizer": _rx(
+        r"\d/\d|\d{4}-\d|\d-\d{1,2}-\d{4}|\d\.\d{1,2}\.\d{2}"
+        r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)-\d"
+        r"|\d-(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+    ),
     "EmailRecognizer": regex.compile("@"),
     "IbanRecognizer": _rx(r"[a-z]{2}[0-9]{2}"),
-    "IpRecognizer": _rx(r"\d\.\d|[0-9a-f]:|:[0-9a-f:]"),
+    # IPv4 (and the mapped/embedded forms) hold d.d; IPv6 forms hold "::" or h:h:
+    "IpRecognizer": _rx(r"\d\.\d|::|[0-9a-f]:[0-9a-f]{1,4}:"),
     "MedicalLicenseRecognizer": _rx(r"[a-z][a-z9]\d{7}"),
-    "MacAddressRecognizer": _rx(r"[0-9a-f]{2}[:\-][0-9a-f]{2}|[0-9a-f]{4}\.[0-9a-f]{4}"),
+    "MacAddressRecognizer": _rx(
+        r"[0-9a-f]{2}([:\-])(?:[0-9a-f]{2}\1){4}[0-9a-f]{2}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}"
+    ),
     "UuidRecognizer": _rx(r"[0-9a-f]{8}-[0-9a-f]{4}"),
     "UrlRecognizer": WindowedUrlRecognizer.HINT,
 }
