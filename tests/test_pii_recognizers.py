@@ -134,9 +134,9 @@ CASES = [
     ("邮箱zhang.san@example.com谢谢", "zh", [("EMAIL_ADDRESS", "zhang.san@example.com")]),
     ("mail me: li.si+tag@corp.example.co.uk.", "en", [("EMAIL_ADDRESS", "li.si+tag@corp.example.co.uk")]),
     (
-        "服务器192.168.10.25宕机了，备用2001:db8::8a2e:370:7334。",
+        "服务器192.168.10.25宕机了，备用2409:8a00:6c1d::8a2e:370:7334。",
         "zh",
-        [("IP_ADDRESS", "192.168.10.25"), ("IP_ADDRESS", "2001:db8::8a2e:370:7334")],
+        [("IP_ADDRESS", "192.168.10.25"), ("IP_ADDRESS", "2409:8a00:6c1d::8a2e:370:7334")],
     ),
     ("护照号码E12345678，新版护照EA1234567", "zh", [("CN_PASSPORT", "E12345678"), ("CN_PASSPORT", "EA1234567")]),
     ("车牌京A12345，另一辆粤B·D12345。", "zh", [("CN_LICENSE_PLATE", "京A12345"), ("CN_LICENSE_PLATE", "粤B·D12345")]),

@@ -25,7 +25,7 @@ CARD = card()
 MOBILE = "13812345678"
 EMAIL = "zhang.wei88@example.com"
 KEY = "sk-" + "Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY"
-IP = "203.0.113.77"
+IP = "58.211.32.45"
 ORDER = "2026110112345678"  # an order number: digits without the shape of any entity
 
 PLANTED = [ID_OK, ID_BAD, CARD, MOBILE, EMAIL, KEY, IP]
@@ -160,3 +160,16 @@ def test_detect_and_eval_tools(tmp_path):
     assert out[1]["pii"] == []
     res = tools.evaluate(str(data))["entities"]
     assert res["PHONE_NUMBER"]["recall"] == 1.0 and res["EMAIL_ADDRESS"]["precision"] == 1.0
+
+
+def test_addresses_of_no_one_are_not_pii_and_short_maestro_cards_are():
+    from pipeline.stages.pii import get_analyzer
+    an = get_analyzer()
+    found = lambda t: [(f.entity_type, t[f.start:f.end]) for f in an.analyze(t, "zh")]  # noqa: E731
+    for t in ("Redis({ host: '127.0.0.1' })", "listen on 0.0.0.0:8080", "ping ::1", "文档地址 192.0.2.10"):
+        assert found(t) == [], t
+    assert found("服务器 58.211.32.45 宕机") == [("IP_ADDRESS", "58.211.32.45")]
+    maestro = "63042737339" + luhn_digit("63042737339")
+    assert found(f"card {maestro} please") == [("CREDIT_CARD", maestro)]
+    wrong = maestro[:-1] + str((int(maestro[-1]) + 1) % 10)
+    assert found(f"card {wrong} please") == [] and found("ts 173042880000 ok") == []

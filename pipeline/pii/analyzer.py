@@ -189,10 +189,13 @@ def build_structured_registry() -> "RecognizerRegistry":
     """
     registry = RecognizerRegistry(supported_languages=list(LANGUAGES))
     registry.load_predefined_recognizers(languages=["en"])
+    # presidio's IpRecognizer is replaced by CjkSafeIpRecognizer, which also finds addresses
+    # glued to Chinese text and skips those that identify no one (loopback, documentation...).
     english = [
         _windowed(rec, registry.global_regex_flags)
         for rec in registry.recognizers
         if not isinstance(rec, SpacyRecognizer) and rec.supported_language == "en"
+        and type(rec).__name__ != "IpRecognizer"
     ]
     english += R.team_recognizers("en")
     registry.recognizers = english + [R.clone_for_language(rec, "zh") for rec in english]

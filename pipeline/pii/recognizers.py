@@ -201,9 +201,17 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+MAESTRO_IIN = ("5018", "5020", "5038", "5893", "6304", "6759", "6761", "6762", "6763", "0604", "6390")
+
+
 def card_brand(digits: str) -> Optional[str]:
-    """Card scheme for a 15-19 digit number from its IIN, or None when unknown."""
+    """Card scheme for a 12-19 digit number from its IIN, or None when unknown. Only
+    Maestro is 12-14 digits long."""
     n = len(digits)
+    if digits[:4] in MAESTRO_IIN or (digits[:2] in ("56", "57", "58") and n != 16):
+        return "maestro" if 12 <= n <= 19 else None
+    if n < 15:
+        return None
     if digits[:2] in ("34", "37"):
         return "amex" if n == 15 else None
     if n < 16 or n > 19:
@@ -631,6 +639,8 @@ class BankCardRecognizer(ScoredPatternRecognizer):
     CONTEXT = ["卡号", "银行卡", "信用卡", "card"]
     PATTERNS = [
         Pattern("card_plain", NB + r"[0-9]{15,19}" + NA, 0.55),
+        # 12-14 digits: Maestro only, and only Luhn-valid (see score_match)
+        Pattern("card_short", NB + r"(?:50|5[6-8]|6[0-9]|0604)[0-9]{10,12}" + NA, 0.55),
         Pattern(
             "card_grouped",
             NB
@@ -645,7 +655,7 @@ class BankCardRecognizer(ScoredPatternRecognizer):
             0.55,
         ),
     ]
-    GATE = digit_cluster_gate(15, gap=1)
+    GATE = digit_cluster_gate(12, gap=1)
 
     def validate_result(self, pattern_text: str) -> Optional[bool]:
         """True when the Luhn check holds."""
@@ -658,6 +668,8 @@ class BankCardRecognizer(ScoredPatternRecognizer):
         card_word = _context_near(text, start, end, _CARD_CONTEXT, 12)
         if not card_word and _context_near(text, start, end, _ORDER_CONTEXT, 12):
             return None
+        if len(digits) < 15:  # short numbers are everywhere: a Maestro IIN and Luhn, or nothing
+            return (start, end, self.VALID_SCORE) if (ok and card_brand(digits) == "maestro") else None
         if card_brand(digits) is None:
             return (start, end, self.UNKNOWN_IIN_SCORE) if (ok and card_word) else None
         if len(digits) in (15, 18) and m.group().isdigit() and cn_id_fields_plausible(digits):
@@ -891,9 +903,27 @@ class CjkSafeIpRecognizer(ScoredPatternRecognizer):
     # IPv4 needs digit.digit; a valid IPv6 has "::" or 7 colons (6 + dotted IPv4)
     GATE = re.compile(r"\d\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:")
 
+    # Addresses that identify no one: loopback, unspecified, multicast, reserved, link-local,
+    # and the documentation ranges (which the pii stage's pseudonyms also come from).
+    _DOC_NETS = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
+                                                        "2001:db8::/32"))
+
+    @classmethod
+    def _anonymous(cls, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        # (IPv6 "reserved" covers most unallocated space, where real hosts may yet appear)
+        return (ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local
+                or (ip.version == 4 and ip.is_reserved)
+                or any(ip.version == n.version and ip in n for n in cls._DOC_NETS))
+
     def score_match(self, m, text, pattern) -> Scored:
         start, end = m.span()
         if pattern.name == "ipv4":
+            if self._anonymous(m.group().split("/", 1)[0]):
+                return None
             return start, end, pattern.score
         value = m.group()
         stripped = value.rstrip(".")
@@ -904,6 +934,8 @@ class CjkSafeIpRecognizer(ScoredPatternRecognizer):
         try:
             ipaddress.IPv6Address(addr)
         except ValueError:
+            return None
+        if self._anonymous(addr):
             return None
         return start, end, pattern.score
 
