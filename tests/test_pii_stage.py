@@ -173,3 +173,16 @@ def test_addresses_of_no_one_are_not_pii_and_short_maestro_cards_are():
     assert found(f"card {maestro} please") == [("CREDIT_CARD", maestro)]
     wrong = maestro[:-1] + str((int(maestro[-1]) + 1) % 10)
     assert found(f"card {wrong} please") == [] and found("ts 173042880000 ok") == []
+
+
+def test_cue_gated_phones_in_any_layout():
+    from pipeline.stages.pii import get_analyzer
+    an = get_analyzer()
+    phones = lambda t: [t[f.start:f.end] for f in an.analyze(t, "en") if f.entity_type == "PHONE_NUMBER"]  # noqa: E731
+    assert phones("Personal Info:\nPhone:\n467 3395") == ["467 3395"]
+    assert phones("Can someone call me on 9472 7916 today") == ["9472 7916"]
+    assert phones("Mobile: (37) 788-063") == ["(37) 788-063"]
+    # no cue, a date, too few digits, a cue inside another word: nothing
+    assert phones("They moved to 467 3395 last year") == []
+    assert phones("call on 2023-10-05 please") == [] and phones("call 12 34") == []
+    assert phones("the recall was 1234 5678") == []

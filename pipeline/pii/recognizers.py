@@ -1337,6 +1337,42 @@ PRESIDIO_FINGERPRINTS = {
 }
 
 
+class CuePhoneRecognizer(ScoredPatternRecognizer):
+    """Phone numbers in any national layout, ``PHONE_NUMBER`` (0.6), reported only right
+    after a cue word (Phone:, Tel, Mobile, Fax, call me on, 电话, 手机 ...), within 25
+    characters before the number. Catches the short international layouts libphonenumber
+    cannot place without a region (``467 3395``, ``(37) 788-063``, ``60-56-85-91``).
+    7-15 digits; dates (2023-10-05, 05.10.2023) are never phones.
+    """
+
+    ENTITY = "PHONE_NUMBER"
+    MAX_SCORE = 0.6
+    CUE = re.compile(r"(?<![A-Za-z])(?:phone|tel\b|tel[.:]|telephone|mobile|cell\b|fax|call(?:ed)?\b|dial|whatsapp|sms)"
+                     r"|电话|手机|致电|拨打", re.IGNORECASE)
+    PATTERNS = [
+        Pattern(
+            "cue_phone",
+            r"(?<![0-9A-Za-z+])(?:\+\d{1,3}[ .-]?)?(?:\(0?\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){0,4}"
+            r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![0-9A-Za-z])",
+            0.6,
+        ),
+    ]
+    MULTILINE_PATTERNS = frozenset({"cue_phone"})  # the cue may sit on the line before
+    GATE = CUE  # every match needs a cue in the text
+    _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+
+    def score_match(self, m, text, pattern) -> Scored:
+        start, end = m.span()
+        value = m.group()
+        core = re.split(r"\s?(?:x|ext\.?)\s?", value)[0]
+        n = sum(c.isdigit() for c in core)
+        if not 7 <= n <= 15 or self._DATE.fullmatch(core):
+            return None
+        if not self.CUE.search(text, max(0, start - 25), start):
+            return None
+        return start, end, pattern.score
+
+
 def team_recognizers(supported_language: str = "en") -> List[EntityRecognizer]:
     """One instance of every team recognizer for ``supported_language``."""
     return [
@@ -1352,6 +1388,7 @@ def team_recognizers(supported_language: str = "en") -> List[EntityRecognizer]:
             CjkSafeIpRecognizer,
             UrlWithSecretRecognizer,
             ApiKeyRecognizer,
+            CuePhoneRecognizer,
         )
     ]
 
