@@ -113,20 +113,21 @@ def _fake_ssn(value: str, rng: random.Random) -> str:
     return _digits_like(value, rng, f"{area:03d}")
 
 
-def _fake_person(value: str, rng: random.Random) -> str:
+def _faker_value(value: str, rng: random.Random, what: str) -> str:
+    """A faker name or city in the value's script (zh_CN for Chinese, en_US otherwise)."""
     from faker import Faker
 
     f = Faker("zh_CN" if any("\u4e00" <= c <= "\u9fff" for c in value) else "en_US")
     f.seed_instance(rng.randrange(1 << 30))
-    return f.name()
+    return getattr(f, what)()
+
+
+def _fake_person(value: str, rng: random.Random) -> str:
+    return _faker_value(value, rng, "name")
 
 
 def _fake_location(value: str, rng: random.Random) -> str:
-    from faker import Faker
-
-    f = Faker("zh_CN" if any("\u4e00" <= c <= "\u9fff" for c in value) else "en_US")
-    f.seed_instance(rng.randrange(1 << 30))
-    return f.city()
+    return _faker_value(value, rng, "city")
 
 
 FAKERS = {

@@ -288,8 +288,12 @@ class Dedup(Stage):
                 for i, p in enumerate(shards.data_files(inp))]
 
     def run_task(self, payload, cfg, ctx: StageContext) -> Iterator[pa.RecordBatch]:
-        dec = shards.read_table(os.path.join(ctx.folder, ".work", "decisions.arrow")).to_pylist()
-        mine = {d["row"]: d for d in dec if d["part"] == payload["index"]}
+        import pyarrow.compute as pc
+
+        dec = shards.read_table(os.path.join(ctx.folder, ".work", "decisions.arrow"))
+        # only this part's rows reach Python: every task reads the file, not every record
+        dec = dec.filter(pc.equal(dec.column("part"), payload["index"])).to_pylist()
+        mine = {d["row"]: d for d in dec}
         row = 0
         for b in shards.iter_batches_of(payload["part"]):
             kept = []
