@@ -182,6 +182,13 @@ def test_cue_gated_phones_in_any_layout():
     assert phones("Personal Info:\nPhone:\n467 3395") == ["467 3395"]
     assert phones("Can someone call me on 9472 7916 today") == ["9472 7916"]
     assert phones("Mobile: (37) 788-063") == ["(37) 788-063"]
+    # a label after the number, as address blocks write it; contiguous runs; phrase cues
+    assert phones("APO AA 61487\n781 1704 office\n") == ["781 1704"]
+    assert phones("Nicosia 61089\n3660170548-Fax") == ["3660170548"]
+    assert phones("They're not answering at 78 651 450") == ["78 651 450"]
+    assert phones("DESK: 467 3395") == ["467 3395"]  # the lower-cased gate still opens
+    # a label word inside another word is no cue
+    assert phones("order 1234 5678 works") == [] and phones("scored 1234567 homework points") == []
     # no cue, a date, too few digits, a cue inside another word: nothing
     assert phones("They moved to 467 3395 last year") == []
     assert phones("call on 2023-10-05 please") == [] and phones("call 12 34") == []

@@ -363,10 +363,15 @@ class PiiAnalyzer:
     def candidate_entities(self, text: str) -> List[str]:
         """Structured entities whose gates are open for ``text`` (what fast runs)."""
         opened = set(self._always)
+        lowered = None
         for gate, ents in self._gates:
             if ents <= opened:
                 continue
-            hit = gate.search(text) is not None if hasattr(gate, "search") else gate(text)
+            if isinstance(gate, R.LowerGate):
+                lowered = text.lower() if lowered is None else lowered
+                hit = gate.search_lower(lowered) is not None
+            else:
+                hit = gate.search(text) is not None if hasattr(gate, "search") else gate(text)
             if hit:
                 opened |= ents
         return [e for e in self._structured if e in opened]

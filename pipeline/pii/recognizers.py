@@ -120,6 +120,29 @@ def ascii_lower(text: str) -> str:
     return _ASCII_UPPER_RUN.sub(lambda m: m.group().lower(), text)
 
 
+class LowerGate:
+    """A gate run on ``text.lower()`` with a case-sensitive pattern of literal alternatives.
+
+    IGNORECASE, and a lookaround or class at the start, make stdlib ``re`` try the pattern
+    at every position; plain literals keep its prefix scan (5-10x faster on Chinese text).
+    The pattern must carry no lookarounds, so it stays a superset of the case-insensitive
+    match it stands for (``str.lower`` maps every ASCII capital to its lower case).
+    ``PiiAnalyzer`` lowers a text once for all such gates (``search_lower``).
+    """
+
+    def __init__(self, pattern: str):
+        self.rx = re.compile(pattern)
+
+    def search_lower(self, lowered: str):
+        return self.rx.search(lowered)
+
+    def search(self, text: str):
+        return self.rx.search(text.lower())
+
+    def __repr__(self) -> str:
+        return f"LowerGate({self.rx.pattern!r})"
+
+
 def gated_line_windows(text: str, gate) -> List[Tuple[int, int]]:
     """Spans of whole lines (without their newline) that hold a match of ``gate``.
 
@@ -293,7 +316,8 @@ class ScoredPatternRecognizer(PatternRecognizer):
         lowered = ascii_lower(text) if (self.CASELESS_PATTERNS or self.LINE_GATE_ON_LOWER) else text
         lines = None
         line_gate = self.LINE_GATE if self.LINE_GATE is not None else self.GATE
-        if len(text) >= LONG_TEXT and line_gate is not None:
+        single_line = any(p.name not in self.MULTILINE_PATTERNS for p in self.patterns)
+        if len(text) >= LONG_TEXT and line_gate is not None and single_line:
             lines = gated_line_windows(lowered if self.LINE_GATE_ON_LOWER else text, line_gate)
         results = []
         for pattern, rx in zip(self.patterns, self._compiled):
@@ -396,10 +420,11 @@ class CnPhoneRecognizer(ScoredPatternRecognizer):
     ]
     # the shapes with looser classes and lookarounds (a match starts at +, (, 0, 8 or 1
     # with no digit before; "0086"/"86" glued to a mobile is covered by 0{0,2}86)
+    # (lookarounds and the optional 0086 prefix left out: a superset the scanner can skip to)
     GATE = re.compile(
-        r"(?<!\d)(?:0{0,2}86[ \-]?)?1[3-9]\d[ \-]?\d{4}[ \-]?\d{4}(?!\d)"
-        r"|(?<!\d)0\d{2,3}\)?[ \-]?[2-9]\d{6,7}(?!\d)"
-        r"|86[ \-]?\(?\d{2,3}\)?[ \-]?[2-9]\d{6,7}(?!\d)"
+        r"1[3-9]\d[ \-]?\d{4}[ \-]?\d{4}"
+        r"|0\d{2,3}\)?[ \-]?[2-9]\d{6,7}"
+        r"|86[ \-]?\(?\d{2,3}\)?[ \-]?[2-9]\d{6,7}"
     )
 
     def score_match(self, m, text, pattern) -> Scored:
@@ -803,7 +828,7 @@ class CnAccountIdRecognizer(ScoredPatternRecognizer):
         )
     ]
     CASELESS_PATTERNS = frozenset({"account_after_context"})
-    GATE = re.compile(ACCOUNT_CONTEXT_REGEX, re.IGNORECASE | re.ASCII)
+    GATE = LowerGate(_ACCOUNT_CTX_ASCII + "|" + "|".join(_ACCOUNT_CTX_CJK))
     LINE_GATE = re.compile(ACCOUNT_CONTEXT_REGEX)
     LINE_GATE_ON_LOWER = True
 
@@ -1120,7 +1145,7 @@ class ApiKeyRecognizer(ScoredPatternRecognizer):
         r"|(?:api|app|access|private)[_\-]?key|token|secret|passw|pwd"
         r"|密码|密碼|口令|密钥|密鑰|秘钥|令牌"
     )
-    GATE = re.compile(_NEEDLES, re.IGNORECASE | re.ASCII)
+    GATE = LowerGate(_NEEDLES)
     LINE_GATE = re.compile(_NEEDLES)
     LINE_GATE_ON_LOWER = True
 
@@ -1338,27 +1363,34 @@ PRESIDIO_FINGERPRINTS = {
 
 
 class CuePhoneRecognizer(ScoredPatternRecognizer):
-    """Phone numbers in any national layout, ``PHONE_NUMBER`` (0.6), reported only right
-    after a cue word (Phone:, Tel, Mobile, Fax, call me on, 电话, 手机 ...), within 25
-    characters before the number. Catches the short international layouts libphonenumber
-    cannot place without a region (``467 3395``, ``(37) 788-063``, ``60-56-85-91``).
-    7-15 digits; dates (2023-10-05, 05.10.2023) are never phones.
+    """Phone numbers in any national layout, ``PHONE_NUMBER`` (0.6), reported only next to
+    a cue: a word before the number (Phone:, Tel, Mobile, Desk, call me on, answering at,
+    电话, 手机 ...; within 25 characters) or a label right after it, as address blocks write
+    them (``781 1704 office``, ``+447700 208 815-Fax``). Catches the short international
+    layouts libphonenumber cannot place without a region (``467 3395``, ``(37) 788-063``,
+    ``60-56-85-91``). 7-15 digits; dates (2023-10-05, 05.10.2023) are never phones.
     """
 
     ENTITY = "PHONE_NUMBER"
     MAX_SCORE = 0.6
-    CUE = re.compile(r"(?<![A-Za-z])(?:phone|tel\b|tel[.:]|telephone|mobile|cell\b|fax|call(?:ed)?\b|dial|whatsapp|sms)"
-                     r"|电话|手机|致电|拨打", re.IGNORECASE)
+    CUE = re.compile(r"(?<![A-Za-z])(?:phone|tel\b|tel[.:]|telephone|mobile|cell\b|fax|desk\b|call(?:ed)?\b|dial"
+                     r"|whatsapp|sms|registered\b|(?:answering|reach|text|message[sd]?|contact)(?: me| us)? (?:at|on|to)\b)"
+                     r"|电话|手机|致电|拨打", re.IGNORECASE | re.ASCII)
+    # a label after the number: "-Office", " fax", ", mobile" (address-block style)
+    AFTER = re.compile(r"[ \t]*[-,\\]?[ \t]*(?:office|fax|mobile|cell|home|work|desk|phone|tel)(?![A-Za-z])",
+                       re.IGNORECASE | re.ASCII)
     PATTERNS = [
         Pattern(
             "cue_phone",
-            r"(?<![0-9A-Za-z+])(?:\+\d{1,3}[ .-]?)?(?:\(0?\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){0,4}"
+            r"(?<![0-9A-Za-z+])(?:\+\d{1,3}[ .-]?)?(?:\(0?\d{1,4}\)[ .-]?)?\d{2,12}(?:[ .-]\d{2,8}){0,4}"
             r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![0-9A-Za-z])",
             0.6,
         ),
     ]
     MULTILINE_PATTERNS = frozenset({"cue_phone"})  # the cue may sit on the line before
-    GATE = CUE  # every match needs a cue in the text
+    # every match needs a cue in the text: a CUE word or an AFTER label (superset: no lookarounds)
+    GATE = LowerGate(r"phone|tel|mobile|cell|fax|desk|call|dial|whatsapp|sms|registered|answering|reach|text"
+                     r"|message|contact|电话|手机|致电|拨打|office|home|work")
     _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 
     def score_match(self, m, text, pattern) -> Scored:
@@ -1368,7 +1400,7 @@ class CuePhoneRecognizer(ScoredPatternRecognizer):
         n = sum(c.isdigit() for c in core)
         if not 7 <= n <= 15 or self._DATE.fullmatch(core):
             return None
-        if not self.CUE.search(text, max(0, start - 25), start):
+        if not (self.CUE.search(text, max(0, start - 25), start) or self.AFTER.match(text, end)):
             return None
         return start, end, pattern.score
 
