@@ -19,6 +19,8 @@ def _cmd_build(a) -> int:
         overrides.setdefault(stage, {})[key] = v
     m = runner.build(a.config, a.out, workers=a.workers, progress=not a.quiet, overrides=overrides)
     print(f"shards: {os.path.join(a.out, m['last_stage'], 'data')}")
+    if "mix" in m:
+        print(f"mixed ({m['mix']['strategy']}): {os.path.join(a.out, 'final')}")
     print(f"manifest: {os.path.join(a.out, 'manifest.json')}")
     return 0
 
@@ -30,6 +32,23 @@ def _cmd_stage(a) -> int:
     c = m["counts"]
     print(f"{a.name}: in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
           f"records_out={c['records_out']} -> {a.out}")
+    return 0
+
+
+def _cmd_mix(a) -> int:
+    from .stages.mix import run_mix
+
+    params = parse_set(a.set)
+    params["strategy"] = a.strategy
+    if a.k:
+        params["k"] = a.k
+    m = run_mix(a.inp, a.out, params, progress=not a.quiet)
+    for name, n in m["validation"]["realised"].items():
+        print(f"validation/{name:<20} {n:>9}")
+    for st in m["stages"]:
+        shares = "  ".join(f"{d}={v['share']:.4f}" for d, v in st["domains"].items())
+        print(f"{st['stage']:<31} {st['total']:>9}  {shares}")
+    print(f"manifest: {os.path.join(a.out, 'final', 'mix_manifest.json')}")
     return 0
 
 
@@ -149,6 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_stage)
+
+    mx = sub.add_parser("mix", help="per-task validation + mixture of shard folders into OUT/final/stage-K (R8-R10)")
+    mx.add_argument("--in", dest="inp", nargs="+", required=True, metavar="[DOMAIN=]DIR",
+                    help="shard folders; DOMAIN= overrides their records' domain")
+    mx.add_argument("--strategy", default="multi_task", choices=["multi_task", "sequential", "mixed_sequential", "dmt"])
+    mx.add_argument("--k", help="DMT ratios, e.g. 1,1/2,1/4,1/8 (default 1 ... 1/32)")
+    mx.add_argument("--out", required=True, help="writes OUT/final/")
+    mx.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="alpha, weights, tiers, total, epochs, max_repeat, specialist, general, replay, val_size, ...")
+    mx.add_argument("--quiet", action="store_true")
+    mx.set_defaults(fn=_cmd_mix)
 
     v = sub.add_parser("validate", help="report every bad record of an input file/dir or shard folder")
     v.add_argument("path")

@@ -158,8 +158,9 @@ def _bar(total: int, done: int, desc: str, enabled: bool):
 def load_config(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("stages"), list) or not cfg["stages"]:
-        raise ConfigError(f"{path}: needs a `stages:` list (e.g. - name: extract)")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("stages", []), list) \
+            or not (cfg.get("stages") or cfg.get("mix")):
+        raise ConfigError(f"{path}: needs a `stages:` list (e.g. - name: extract) and/or a `mix:` section")
     return cfg
 
 
@@ -170,13 +171,19 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
     seed = int(cfg.get("seed", 0))
     run_opts = {k: cfg[k] for k in ("rows_per_part", "batch_rows") if k in cfg}
     os.makedirs(out, exist_ok=True)
-    prev, funnel = None, []
-    for k, st in enumerate(cfg["stages"], 1):
+    prev, funnel, mix = None, [], None
+    entries = list(cfg.get("stages") or []) + ([{"name": "mix", **cfg["mix"]}] if cfg.get("mix") else [])
+    for k, st in enumerate(entries, 1):
         st = {"name": st} if isinstance(st, str) else dict(st)
         name = st.pop("name", None)
         if not name:
             raise ConfigError(f"{config_path}: stages[{k - 1}] has no name")
         params = {**st, **(overrides or {}).get(name, {})}
+        if name == "mix":  # multi-input and global (SPEC R8-R10): writes OUT/final/, must come last
+            if k != len(entries):
+                raise ConfigError(f"{config_path}: mix must be the last stage")
+            mix = _build_mix(params, prev, out, seed, progress)
+            continue
         if name == "extract" and "inputs" in cfg:
             params.setdefault("inputs", cfg["inputs"])
         folder = os.path.join(out, "stages", f"{k:02d}-{name}")
@@ -188,6 +195,21 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
                   f"records_out={c['records_out']} -> {folder}", file=sys.stderr)
         prev = folder
     manifest = {"config": os.path.abspath(config_path), "seed": seed, "versions": versions(),
-                "funnel": funnel, "last_stage": os.path.relpath(prev, out)}
+                "funnel": funnel, "last_stage": os.path.relpath(prev, out) if prev else "final"}
+    if mix is not None:
+        manifest["mix"] = mix
     shards.atomic_write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
+
+
+def _build_mix(params: dict, prev: str | None, out: str, seed: int, progress: bool) -> dict:
+    """The build's mix entry: sources default to the previous stage's folder (split by domain)."""
+    from .stages.mix import run_mix
+
+    params = dict(params)
+    sources = params.pop("sources", None) or ([prev] if prev else None)
+    if not sources:
+        raise ConfigError("mix: no sources: give `sources:` or run stages before it")
+    m = run_mix(sources, out, params, seed=seed, progress=progress)
+    return {"final": "final", "strategy": m["strategy"], "validation": m["validation"]["realised"],
+            "stages": {st["stage"]: st["total"] for st in m["stages"]}}
