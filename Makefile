@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean topic-model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out
+
+# The shipped topic-continuity model (discriminators/topic_continuity/weights/), from the
+# public data in ../shared/evaldata (README "Topic-continuity model card").
+EV ?= ../shared/evaldata
+topic-model: $(STAMP)
+	$(VENV)/bin/turnforge discriminator train \
+	  --data tiage:$(EV)/tiage/anno_train.json \
+	  --data dialseg:$(EV)/dialseg711/en_dataset_reference_2.txt \
+	  --data woz:$(EV)/crosswoz/crosswoz_val_compact.jsonl \
+	  --data woz:$(EV)/multiwoz21/multiwoz21_val_compact.jsonl \
+	  --splice $(EV)/sharegpt_zh/sharegpt_zh_1K_format.jsonl \
+	  --splice $(EV)/llamafactory/oaast_sft_zh.json \
+	  --splice $(EV)/chitchat/chitchat_messages.jsonl --splice-n 1500 \
+	  --out discriminators/topic_continuity/weights

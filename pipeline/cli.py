@@ -148,6 +148,27 @@ def _cmd_pii(a) -> int:
     return 0
 
 
+def _cmd_discriminator(a) -> int:
+    from discriminators.topic_continuity import tools
+
+    if a.disc_cmd == "train":
+        kinds = tuple(a.kinds.split(","))
+        m = tools.train(a.data, a.out, splice=a.splice, splice_n=a.splice_n, kinds=kinds, folds=a.folds,
+                        seed=a.seed, embedder=a.embedder, cache_dir=a.cache)
+        i = m.info
+        print(f"{m.kind}: out-of-fold F1 {i['oof_f1']:.4f} (P {i['oof_precision']:.4f} R {i['oof_recall']:.4f}) "
+              f"ROC-AUC {i['oof_roc_auc']:.4f} on {i['rows']} messages; threshold {m.threshold:.4f} -> {a.out}")
+    elif a.disc_cmd == "eval":
+        res = tools.evaluate(a.model, a.data, a.format, cache_dir=a.cache)
+        print(json.dumps(res, indent=1) if a.json else "", end="\n" if a.json else "")
+        if not a.json:
+            tools.print_eval(res, sys.stdout)
+    else:
+        n = tools.predict(a.model, a.inp, a.out, cache_dir=a.cache)
+        print(f"{n} conversations -> {a.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="turnforge", description="Build multi-turn SFT shards and train on them.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -226,6 +247,32 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data", required=True)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(fn=_cmd_pii)
+
+    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict (R5)")
+    dsub = dc.add_subparsers(dest="disc_cmd", required=True)
+    fmts = "jsonl|tiage|dialseg|woz|chats"
+    dt = dsub.add_parser("train", help="fit, calibrate and save a model (model.json + weights.npz)")
+    dt.add_argument("--data", action="append", default=[], metavar="[FORMAT:]PATH", help=f"labelled data; FORMAT {fmts}")
+    dt.add_argument("--splice", action="append", default=[], metavar="PATH",
+                    help="real chats (openai/sharegpt/alpaca JSON or JSONL) to splice into pseudo multi-turn")
+    dt.add_argument("--splice-n", type=int, default=0, help="spliced dialogues to make from each --splice file")
+    dt.add_argument("--kinds", default="logreg,mlp", help="model kinds to compare out-of-fold")
+    dt.add_argument("--folds", type=int, default=5)
+    dt.add_argument("--seed", type=int, default=0)
+    dt.add_argument("--embedder", default="use-m3")
+    dt.add_argument("--out", required=True, metavar="MODEL_DIR")
+    de = dsub.add_parser("eval", help="switch P/R/F1, ROC-AUC, Pk, WindowDiff on labelled data")
+    de.add_argument("--data", required=True)
+    de.add_argument("--format", choices=fmts.split("|"), help="guessed from the file name when absent")
+    de.add_argument("--json", action="store_true")
+    dp = dsub.add_parser("predict", help="write topic_continuity / topic_switch on every message after the first")
+    dp.add_argument("--in", dest="inp", required=True)
+    dp.add_argument("--out", required=True)
+    for x in (dt, de, dp):
+        x.add_argument("--cache", help="embedding cache folder (default: $TURNFORGE_EMBED_CACHE, else none)")
+        x.set_defaults(fn=_cmd_discriminator)
+    for x in (de, dp):
+        x.add_argument("--model", default=None, metavar="MODEL_DIR", help="default: the shipped model")
 
     a = p.parse_args(argv)
     try:

@@ -28,6 +28,7 @@ STAGES = {
     "extract": "pipeline.stages.extract:Extract",
     "dedup": "pipeline.stages.dedup:Dedup",
     "pii": "pipeline.stages.pii:Pii",
+    "topic": "pipeline.stages.topic:Topic",
 }
 SECRET_KEYS = {"user_salt", "api_key", "salt"}
 

@@ -170,6 +170,28 @@ class Stage:
         return inp
 
 
+def decided_batches(payload: dict, ctx: StageContext) -> Iterator[list[tuple[dict, dict]]]:
+    """Per input batch of a part task: [(record, its decision)], every record counted in.
+    Decisions come from the ``.work/decisions.arrow`` (columns part, row, ...) the stage's
+    prepare step wrote; only this part's rows reach Python."""
+    import pyarrow.compute as pc
+
+    dec = shards.read_table(os.path.join(ctx.folder, ".work", "decisions.arrow"))
+    mine = {d["row"]: d for d in dec.filter(pc.equal(dec.column("part"), payload["index"])).to_pylist()}
+    row = 0
+    for b in shards.iter_batches_of(payload["part"]):
+        recs = b.to_pylist()
+        ctx.take(len(recs))
+        yield [(r, mine[row + i]) for i, r in enumerate(recs)]
+        row += len(recs)
+
+
+def part_tasks(inp: str) -> list[Task]:
+    """One task per input part, with the part's index (the key of its decisions)."""
+    return [Task(os.path.basename(p)[len("part-"):-len(".arrow")], {"part": p, "index": i})
+            for i, p in enumerate(shards.data_files(inp))]
+
+
 def with_meta(records: list[dict], stage: str, **fields) -> list[dict]:
     """Append `stage` to each record's stage trail and set meta fields (lists per record)."""
     for k, rec in enumerate(records):

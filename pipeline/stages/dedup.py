@@ -31,7 +31,7 @@ import pyarrow as pa
 from .. import shards
 from ..minhash import MinHasher, UnionFind, band_keys, candidate_pairs, choose_bands
 from ..schema import SCHEMA
-from .base import ConfigError, Stage, StageContext, Task, with_meta
+from .base import ConfigError, Stage, StageContext, decided_batches, part_tasks, with_meta
 
 METHODS = ("exact", "minhash", "semantic")
 DECISIONS = pa.schema([("part", pa.int32()), ("row", pa.int32()), ("reason", pa.string()),
@@ -284,23 +284,12 @@ class Dedup(Stage):
 
     # ------------------------------------------------------------- per-part filter
     def plan(self, inp, cfg):
-        return [Task(os.path.basename(p)[len("part-"):-len(".arrow")], {"part": p, "index": i})
-                for i, p in enumerate(shards.data_files(inp))]
+        return part_tasks(inp)
 
     def run_task(self, payload, cfg, ctx: StageContext) -> Iterator[pa.RecordBatch]:
-        import pyarrow.compute as pc
-
-        dec = shards.read_table(os.path.join(ctx.folder, ".work", "decisions.arrow"))
-        # only this part's rows reach Python: every task reads the file, not every record
-        dec = dec.filter(pc.equal(dec.column("part"), payload["index"])).to_pylist()
-        mine = {d["row"]: d for d in dec}
-        row = 0
-        for b in shards.iter_batches_of(payload["part"]):
+        for pairs in decided_batches(payload, ctx):
             kept = []
-            for rec in b.to_pylist():
-                ctx.take()
-                d = mine[row]
-                row += 1
+            for rec, d in pairs:
                 if d["reason"]:
                     meta = rec["meta"] or {}
                     ctx.reject(d["reason"], record_id=rec["id"], kept_id=d["kept_id"], detail=d["detail"],

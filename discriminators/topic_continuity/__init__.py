@@ -1,0 +1,1 @@
+"""Topic-continuity discriminator (R5): P(message i continues the topic before it)."""

@@ -1,0 +1,215 @@
+"""Features of "does message i continue the topic of the messages before it?" (R5).
+
+One row per message after the first. Everything is computed for a whole batch of dialogues at
+once: embeddings in one encoder call, cosines as row-wise dot products, context vectors by a
+loop over *positions* (not messages), lexical overlap by set membership of (unit hash, message)
+keys with ``np.isin``, cues by RE2 over an Arrow array. Chinese and English alike: lexical units
+are char bigrams for Chinese and mixed text (no word boundaries) and content words for English;
+cue lists hold both languages; no ``\\b`` touches Chinese.
+
+The corpus is built offline, so the message *after* i is a legitimate witness: at a switch,
+i and i+1 agree with each other and not with what came before (TextTiling's block comparison).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.minhash import shingle_hashes
+
+EMBED_CHARS = 512  # the head of a message carries its topic; long code answers cost no more
+DECAY = 0.6        # context vector: C_i = sum_{j<i} DECAY^(i-1-j) e_j
+
+_CJK = r"[\x{3400}-\x{4DBF}\x{4E00}-\x{9FFF}\x{F900}-\x{FAFF}]"
+_LATIN = r"[A-Za-z]+"
+
+# cues, matched case-insensitively by RE2 (no lookbehind; \b is ASCII-only in RE2, so it never
+# splits Chinese, and no Chinese alternative relies on it)
+CONT_CUE = (r"^\W{0,3}(?:它|这个|这些|这样|这种|这|那个|那些|那么|那|还有|其中|然后|所以|但是|可是|如果|为什么|怎么|具体|继续|再|能不能再|详细|也|"
+            r"(?:it|that|this|these|those|they|also|and|but|so|then|what about|how about|why|which|same|"
+            r"ok so|continue|more|yes|no|sure|great|okay|ok)\b)")
+SWITCH_CUE = (r"换个话题|换一个话题|另外|顺便|对了|另一个问题|新问题|问个别的|题外话|我还需要|我还想|还要一个|再帮我|"
+              r"\b(?:by the way|btw|unrelated|another question|different question|new question|change of topic|"
+              r"change the topic|on another note|also need|also looking for|also want|i need a|i am looking for|"
+              r"i'm looking for|can you help me find|switch(?:ing)? gears)\b")
+CLOSING_CUE = (r"谢谢|感谢|好的|没有了|再见|就这些|还有什么|还需要|其他问题|"
+               r"\b(?:thanks|thank you|that's all|that is all|bye|goodbye|anything else|what else|"
+               r"is there anything|have a (?:good|great|nice))\b")
+QUESTION = r"[?？]|吗|呢|什么|怎么|如何|为什么|哪"
+
+# frequent units that say nothing about the topic (hashed like the units themselves)
+_EN_STOP = ("the a an and or but if so to of in on at for with by from as is are was were be been am do does did "
+            "have has had i you he she it we they me my your our their this that these those what which who how "
+            "why when where can could would should will shall may might must not no yes ok okay please thanks "
+            "thank just very really also there here about up out all any some one get got like know think want "
+            "need im i'm it's don't dont let's").split()
+_ZH_STOP = ("我们 你们 他们 什么 怎么 可以 一个 这个 那个 没有 就是 还是 因为 所以 但是 如果 现在 知道 觉得 需要 "
+            "这样 那么 的话 一下 不是 是的 自己 时候 问题 谢谢 请问 帮我 你好 可能 应该 一些 这些 那些").split()
+
+FEATURES = [
+    "cos_prev", "cos_prev2", "cos_prev_user", "cos_ctx", "cos_first", "cos_next", "cos_bridge",
+    "cos_blocks", "cos_prev_rel", "max_cos_past3",
+    "lex_prev", "lex_jacc_prev", "lex_ctx", "lex_bridge", "lex_next",
+    "len_log", "len_prev_log", "len_ratio_log",
+    "cont_cue", "switch_cue", "closing_prev", "question", "question_prev",
+    "pos_log", "pos_frac", "is_user", "same_role", "has_next", "cjk_share",
+]
+
+
+@dataclass
+class Batch:
+    """Features of a batch: X[k] describes message ``msg[k]`` of dialogue ``dlg[k]``."""
+    X: np.ndarray      # (rows, len(FEATURES)) float32
+    dlg: np.ndarray    # dialogue index in the batch
+    msg: np.ndarray    # message index in its dialogue (>= 1)
+    row_of: np.ndarray  # global message index -> row (-1 for first messages)
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _normed(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def _match(texts: pa.Array, pattern: str) -> np.ndarray:
+    return pc.match_substring_regex(texts, pattern, ignore_case=True).to_numpy(zero_copy_only=False).astype(np.float32)
+
+
+_STOP_CACHE: dict = {}
+
+
+def _stop_hashes() -> np.ndarray:
+    if "h" not in _STOP_CACHE:
+        en, _ = shingle_hashes(_EN_STOP, ["en"] * len(_EN_STOP), n_char=2, n_word=1)
+        zh, _ = shingle_hashes(_ZH_STOP, ["zh"] * len(_ZH_STOP), n_char=2, n_word=1)
+        _STOP_CACHE["h"] = np.unique(np.r_[en, zh])
+    return _STOP_CACHE["h"]
+
+
+def _units(texts: list[str], is_en: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (unit hash, message) pairs: English content words, else char bigrams."""
+    h, i = shingle_hashes(texts, ["en" if e else "zh" for e in is_en], n_char=2, n_word=1)
+    keep = ~np.isin(h, _stop_hashes())
+    key = (i[keep].astype(np.uint64) << np.uint64(32)) | h[keep].astype(np.uint64)
+    key = np.unique(key)
+    return key, (key >> np.uint64(32)).astype(np.int64)
+
+
+def _overlap(keys: np.ndarray, owner: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Per pair k: how many units of message src[k] also occur in message dst[k] (dst -1: 0).
+    ``keys`` are sorted (owner << 32 | unit), so each message's units are one slice."""
+    ptr = np.searchsorted(owner, np.arange(n + 1))
+    ok = dst >= 0
+    pair = np.flatnonzero(ok)
+    lo, hi = ptr[src[pair]], ptr[src[pair] + 1]
+    cnt = hi - lo
+    idx = np.repeat(lo - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(int(cnt.sum()))
+    which = np.repeat(pair, cnt)
+    q = (dst[which].astype(np.uint64) << np.uint64(32)) | (keys[idx] & np.uint64(0xFFFFFFFF))
+    pos = np.searchsorted(keys, q)
+    hit = keys[np.minimum(pos, len(keys) - 1)] == q if len(keys) else np.zeros(len(q), bool)
+    return np.bincount(which[hit], minlength=len(src)).astype(np.float32)
+
+
+def featurize(dialogues, embedder, embeddings: np.ndarray | None = None) -> Batch:
+    """Features for every message after the first of each dialogue (objects with ``texts`` and
+    ``roles``). ``embeddings``: precomputed (total messages, dim) vectors, else ``embedder``."""
+    lens = np.array([len(d.texts) for d in dialogues], dtype=np.int64)
+    n = int(lens.sum())
+    starts = np.r_[0, np.cumsum(lens)[:-1]].astype(np.int64)
+    dlg = np.repeat(np.arange(len(dialogues)), lens)
+    pos = np.arange(n) - starts[dlg]
+    last = pos == lens[dlg] - 1
+    texts = [t for d in dialogues for t in d.texts]
+    roles = np.array([r for d in dialogues for r in d.roles], dtype=object)
+    is_user = (roles == "user").astype(np.float32)
+
+    E = embeddings if embeddings is not None else embedder.encode([t[:EMBED_CHARS] for t in texts])
+    E = np.asarray(E, dtype=np.float32)
+    dim = E.shape[1] if E.ndim == 2 else 0
+
+    # context vector, previous user message, max cosine to the last 3: loops over positions
+    C = np.zeros((n, dim), dtype=np.float32)
+    prev_user = np.full(n, -1, dtype=np.int64)
+    maxpast = np.full(n, -1.0, dtype=np.float32)
+    for p in range(1, int(lens.max()) if n else 0):
+        g = starts[lens > p] + p
+        C[g] = DECAY * C[g - 1] + E[g - 1]
+        was_user = roles[g - 1] == "user"
+        prev_user[g] = np.where(was_user, g - 1, prev_user[g - 1])
+        for back in range(1, min(p, 3) + 1):
+            maxpast[g] = np.maximum(maxpast[g], _rowdot(E[g], E[g - back]))
+
+    rows = np.flatnonzero(pos >= 1)
+    r_prev = rows - 1
+    has2 = pos[rows] >= 2
+    r_prev2 = np.where(has2, rows - 2, rows - 1)
+    has_next = ~last[rows]
+    r_next = np.where(has_next, rows + 1, rows)
+
+    cos_prev = _rowdot(E[rows], E[r_prev])
+    cos_prev2 = _rowdot(E[rows], E[r_prev2])
+    pu = prev_user[rows]
+    cos_prev_user = np.where(pu >= 0, _rowdot(E[rows], E[np.maximum(pu, 0)]), cos_prev)
+    cos_ctx = _rowdot(E[rows], _normed(C[rows]))
+    cos_first = _rowdot(E[rows], E[starts[dlg[rows]]])
+    cos_next = np.where(has_next, _rowdot(E[rows], E[r_next]), 0.0)
+    cos_bridge = np.where(has_next, _rowdot(E[r_next], E[r_prev]), cos_prev)
+    before = _normed(E[r_prev] + np.where(has2[:, None], E[r_prev2], 0))
+    after = _normed(E[rows] + np.where(has_next[:, None], E[r_next], 0))
+    cos_blocks = _rowdot(before, after)
+    # cosine relative to the dialogue's own mean adjacent cosine (some chats are all "far")
+    sums = np.bincount(dlg[rows], weights=cos_prev, minlength=len(dialogues))
+    cnt = np.maximum(lens - 1, 1)
+    cos_prev_rel = cos_prev - (sums / cnt)[dlg[rows]]
+
+    arr = pa.array(texts, type=pa.string())
+    cjk = pc.count_substring_regex(arr, _CJK).to_numpy(zero_copy_only=False).astype(np.float32)
+    latin = pc.count_substring_regex(arr, _LATIN).to_numpy(zero_copy_only=False).astype(np.float32)
+    is_en = latin > cjk / 1.5
+    cjk_share = cjk / np.maximum(cjk + latin, 1)
+    keys, owner = _units(texts, is_en)
+    size = np.bincount(owner, minlength=n).astype(np.float32)
+    ov_prev = _overlap(keys, owner, n, rows, r_prev)
+    ov_next = _overlap(keys, owner, n, rows, np.where(has_next, r_next, -1))
+    ov_bridge = _overlap(keys, owner, n, r_next, np.where(has_next, r_prev, -1))
+    ctx = np.zeros(len(rows), dtype=np.float32)  # units of i seen in any of the 3 before
+    for back in (1, 2, 3):
+        ok = pos[rows] >= back
+        ctx = np.maximum(ctx, _overlap(keys, owner, n, rows, np.where(ok, rows - back, -1)))
+    s_i = np.maximum(size[rows], 1)
+    lex_prev = ov_prev / s_i
+    lex_jacc = ov_prev / np.maximum(size[rows] + size[r_prev] - ov_prev, 1)
+    lex_ctx = ctx / s_i
+    lex_next = np.where(has_next, ov_next / s_i, 0)
+    lex_bridge = np.where(has_next, ov_bridge / np.maximum(size[r_next], 1), lex_prev)
+
+    length = np.log1p(pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float32))
+    cont = _match(arr, CONT_CUE)
+    switch = _match(arr, SWITCH_CUE)
+    closing = _match(arr, CLOSING_CUE)
+    question = _match(arr, QUESTION)
+
+    cols = {
+        "cos_prev": cos_prev, "cos_prev2": cos_prev2, "cos_prev_user": cos_prev_user, "cos_ctx": cos_ctx,
+        "cos_first": cos_first, "cos_next": cos_next, "cos_bridge": cos_bridge, "cos_blocks": cos_blocks,
+        "cos_prev_rel": cos_prev_rel, "max_cos_past3": maxpast[rows],
+        "lex_prev": lex_prev, "lex_jacc_prev": lex_jacc, "lex_ctx": lex_ctx, "lex_bridge": lex_bridge,
+        "lex_next": lex_next,
+        "len_log": length[rows], "len_prev_log": length[r_prev], "len_ratio_log": length[rows] - length[r_prev],
+        "cont_cue": cont[rows], "switch_cue": switch[rows], "closing_prev": closing[r_prev],
+        "question": question[rows], "question_prev": question[r_prev],
+        "pos_log": np.log1p(pos[rows]).astype(np.float32), "pos_frac": pos[rows] / np.maximum(lens[dlg[rows]] - 1, 1),
+        "is_user": is_user[rows], "same_role": (roles[rows] == roles[r_prev]).astype(np.float32),
+        "has_next": has_next.astype(np.float32), "cjk_share": cjk_share[rows],
+    }
+    X = np.stack([np.asarray(cols[f], dtype=np.float32) for f in FEATURES], axis=1) if len(rows) else \
+        np.zeros((0, len(FEATURES)), dtype=np.float32)
+    row_of = np.full(n, -1, dtype=np.int64)
+    row_of[rows] = np.arange(len(rows))
+    return Batch(X=X, dlg=dlg[rows], msg=pos[rows], row_of=row_of)
