@@ -130,6 +130,8 @@ def main() -> None:
               f"{r['out_rows'] / r['s']:,.0f} | {rss:.0f} MiB |" + (f" excluded {r['excluded']}" if r["excluded"] else ""))
         if not a.keep:
             shutil.rmtree(out)
+    if not a.keep:
+        shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

@@ -95,8 +95,9 @@ class MixConfig:
             raise ConfigError(f"mix.max_repeat: must be >= 1, got {self.max_repeat}")
         if self.total is not None and int(self.total) <= 0:
             raise ConfigError(f"mix.total: must be > 0, got {self.total}")
-        if self.total is not None and self.strategy in ("dmt", "mixed_sequential"):
-            raise ConfigError(f"mix.total: not used by {self.strategy} (stage sizes follow the data); use epochs")
+        if self.total is not None and self.strategy != "multi_task":
+            raise ConfigError(f"mix.total: only for multi_task; {self.strategy} stages follow the data (epochs)"
+                              + (", or give total per curriculum stage" if self.strategy == "sequential" else ""))
         if self.curriculum is not None and self.strategy != "sequential":
             raise ConfigError(f"mix.curriculum: only used by strategy sequential, not {self.strategy}")
         if self.k is not None and self.strategy != "dmt":
@@ -361,12 +362,11 @@ def _near_validation(cat: Catalog, skip: np.ndarray, in_val: np.ndarray, cfg: Mi
 
     mh = MinHasher(cfg.num_perm, 1, 3, 2)  # the dedup stage's shingles (char 3-grams zh, word 2-grams en)
     bands, rows_ = choose_bands(cfg.num_perm, cfg.leak_threshold)
-    val_rows, val_sig, val_ids = [], [], []
+    val_sig, val_ids = [], []
     for g0, b in _iter_global_batches(cat):
         m = in_val[g0:g0 + b.num_rows]
         if m.any():
             sel = pa.array(np.flatnonzero(m))
-            val_rows.append(np.flatnonzero(m) + g0)
             val_sig.append(mh.signatures(_joined_text(b.column("messages").take(sel)).to_pylist(),
                                          b.column("lang").take(sel).to_pylist()))
             val_ids += b.column("id").take(sel).to_pylist()
