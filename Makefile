@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/turnforge build configs/demo.yaml --out $(OUT)
-	$(VENV)/bin/turnforge train configs/train_demo.yaml --set data=$(OUT)/stages/04-topic --set out=$(OUT)/train
+	$(VENV)/bin/turnforge train configs/train_demo.yaml --set data=$(OUT)/final --set out=$(OUT)/train
 	@echo "shards:  $(OUT)/stages/   model: $(OUT)/train/final/   metrics: $(OUT)/train/metrics.jsonl"
 
 test: $(STAMP)
