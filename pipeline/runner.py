@@ -29,6 +29,7 @@ STAGES = {
     "dedup": "pipeline.stages.dedup:Dedup",
     "pii": "pipeline.stages.pii:Pii",
     "topic": "pipeline.stages.topic:Topic",
+    "synth": "pipeline.stages.synth:Synth",
 }
 SECRET_KEYS = {"user_salt", "api_key", "salt"}
 
