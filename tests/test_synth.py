@@ -191,7 +191,7 @@ def test_stage_grows_dialogues_with_template_and_openai_backend(seeds, tmp_path,
     assert s["tokens_in"] == 600 and s["tokens_out"] == 120
     assert s["cost_usd"] == pytest.approx(600 * 1.0 / 1e6 + 120 * 4.0 / 1e6)
     assert s["stop"] == {"max_turns": 4}
-    assert all(v["pass_rate"] == 1.0 and v["run"] == 12 for v in s["checks"].values())
+    assert all(v["pass_rate"] == 1.0 and v["run"] == 12 and v["user"]["run"] == 6 for v in s["checks"].values())
     s2 = m2["synth"]
     assert s2["requests"] == 0 and s2["cache_hits"] == 6 and s2["cost_usd"] == 0.0
     assert recs2 == recs
@@ -219,6 +219,7 @@ def test_failed_turns_are_archived_and_retried(seeds, tmp_path):
     s = m["synth"]
     assert s["checks"]["boilerplate"]["failed"] == 1 and s["checks"]["role_marker"]["failed"] == 1
     assert s["checks"]["boilerplate"]["pass_rate"] == pytest.approx(1 - 1 / s["checks"]["boilerplate"]["run"])
+    assert s["checks"]["boilerplate"]["assistant"]["failed"] == 1 and s["checks"]["boilerplate"]["user"]["failed"] == 0
     assert m["counts"]["archived"] == {"synth_boilerplate": 1, "synth_role_marker": 1}
 
 
@@ -302,15 +303,9 @@ def test_config_errors(seeds, tmp_path):
 # ----------------------------------------------------------------------------- local HF backend
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from trainer.tiny import load_tokenizer, tiny_model
+    from trainer.tiny import save_tiny
 
-    d = str(tmp_path_factory.mktemp("tiny_lm"))
-    tok = load_tokenizer()
-    model = tiny_model(len(tok), seed=0)
-    model.config.use_cache = True
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_tiny(str(tmp_path_factory.mktemp("tiny_lm")))
 
 
 def test_hf_backend_generates_deterministically(tiny_model_dir):

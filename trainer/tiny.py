@@ -71,6 +71,17 @@ def tiny_model(vocab_size: int, seed: int = 0, **overrides):
     return LlamaForCausalLM(cfg)
 
 
+def save_tiny(out: str, seed: int = 0) -> str:
+    """Save the shipped tokenizer and a random tiny model to `out`, loadable by
+    AutoModelForCausalLM / AutoTokenizer (the synth stage's local backend in tests and bench)."""
+    tok = load_tokenizer()
+    model = tiny_model(len(tok), seed=seed)
+    model.config.use_cache = True  # generation, not packed training
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.path.join(os.path.dirname(ASSET_DIR), "..", "..", "data_samples"))

@@ -268,9 +268,9 @@ class Synth(MapStage):
         turn = C.Turn(m["content"], m["role"], g.msgs if history is None else history, g.check_lang, finish)
         fails = C.run_checks(turn, settings)
         for name in settings.enabled:
-            ctx.stats[f"check_run:{name}"] += 1
+            ctx.stats[f"check_run:{m['role']}:{name}"] += 1
             if name in fails:
-                ctx.stats[f"check_fail:{name}"] += 1
+                ctx.stats[f"check_fail:{m['role']}:{name}"] += 1
         if not fails:
             return False
         first = next(iter(fails))
@@ -297,10 +297,12 @@ class Synth(MapStage):
         b = {k.split(":", 1)[1]: v for k, v in st.items() if k.startswith("backend:")}
         ti, to = b.get("tokens_in", 0), b.get("tokens_out", 0)
         checks = {}
-        for name in cfg.checks:
-            run = st.get(f"check_run:{name}", 0)
-            fail = st.get(f"check_fail:{name}", 0)
-            checks[name] = {"run": run, "failed": fail, "pass_rate": (run - fail) / run if run else None}
+        for name in cfg.checks:  # pass rates per check, overall and per role (follow-ups vs replies)
+            by_role = {r: (st.get(f"check_run:{r}:{name}", 0), st.get(f"check_fail:{r}:{name}", 0))
+                       for r in ("user", "assistant")}
+            run, fail = (sum(v[i] for v in by_role.values()) for i in (0, 1))
+            checks[name] = {"run": run, "failed": fail, "pass_rate": _rate(run, fail),
+                            **{r: {"run": n, "failed": f, "pass_rate": _rate(n, f)} for r, (n, f) in by_role.items()}}
         gen = st.get("generated:user", 0) + st.get("generated:assistant", 0)
         return {"synth": {
             "backend": cfg.backend, "model": _model_name(cfg), "followup": cfg.followup,
@@ -318,6 +320,10 @@ class Synth(MapStage):
             "cost_usd": round(ti * float(cfg.price_in) / 1e6 + to * float(cfg.price_out) / 1e6, 6),
             "price_per_1m_tokens": {"in": cfg.price_in, "out": cfg.price_out},
         }}
+
+
+def _rate(run: int, failed: int) -> float | None:
+    return (run - failed) / run if run else None
 
 
 def _model_name(cfg: SynthConfig) -> str | None:
