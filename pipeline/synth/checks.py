@@ -187,7 +187,7 @@ def check_format(t: Turn, s: CheckSettings) -> str | None:
     same_role = [m["content"] for m in t.history if m["role"] == t.role]
     seen = [_style(c) for c in same_role]
     for key, what in (("heading", "markdown headings"), ("table", "a markdown table"), ("fence", "a code block")):
-        if st[key] and not any(x[key] for x in seen):
+        if seen and st[key] and not any(x[key] for x in seen):  # nothing earlier: nothing to match
             if key == "fence" and t.role == "assistant":
                 continue  # an answer may show code when asked; a follow-up rarely should
             return f"{what} where earlier {t.role} turns have none"
