@@ -268,6 +268,17 @@ def test_budget_stops_growth_without_dropping_records(seeds, tmp_path):
     assert sum(len(r["messages"]) for r in recs.values()) == sum(len(s["messages"]) for s in SEEDS) + 2 * 2
 
 
+def test_budget_is_split_over_tasks(tmp_path):
+    src = write_jsonl(tmp_path / "s.jsonl", SEEDS[:3] + [dict(SEEDS[1], id="en1b", messages=msgs(EN_PROSE_Q, ZH_A))])
+    runner.run_stage("extract", {"domain": "general"}, src, str(tmp_path / "ext"), rows_per_part=2, progress=False)
+    assert len(shards.data_files(str(tmp_path / "ext"))) == 2
+    with FakeAPI() as api:
+        _, _, m = run_synth(str(tmp_path / "ext"), tmp_path / "o", backend="openai", base_url=api.base_url,
+                            model="fake", max_turns=3, max_requests=3, concurrency=1, cache_dir="off")
+        assert len(api.requests) == 3  # 2 + 1: the whole stage's budget, not one per task
+    assert m["synth"]["requests"] == 3 and m["tasks"] == 2
+
+
 def test_api_key_never_written(seeds, tmp_path, monkeypatch):
     monkeypatch.setenv("MY_LLM_KEY", KEY)
     with FakeAPI(["401"] + ["500"] * 50) as api:
