@@ -42,5 +42,5 @@ topic-model: $(STAMP)
 	  --data woz:$(EV)/multiwoz21/multiwoz21_val_compact.jsonl \
 	  --splice $(EV)/sharegpt_zh/sharegpt_zh_1K_format.jsonl \
 	  --splice $(EV)/llamafactory/oaast_sft_zh.json \
-	  --splice $(EV)/chitchat/chitchat_messages.jsonl --splice-n 1500 \
+	  --splice $(EV)/chitchat/chitchat_messages.jsonl --splice-n 1500 --negatives-n 1000 \
 	  --out discriminators/topic_continuity/weights

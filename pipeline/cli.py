@@ -154,7 +154,7 @@ def _cmd_discriminator(a) -> int:
     if a.disc_cmd == "train":
         kinds = tuple(a.kinds.split(","))
         m = tools.train(a.data, a.out, splice=a.splice, splice_n=a.splice_n, kinds=kinds, folds=a.folds,
-                        seed=a.seed, embedder=a.embedder, cache_dir=a.cache)
+                        seed=a.seed, embedder=a.embedder, cache_dir=a.cache, negatives_n=a.negatives_n)
         i = m.info
         print(f"{m.kind}: out-of-fold F1 {i['oof_f1']:.4f} (P {i['oof_precision']:.4f} R {i['oof_recall']:.4f}) "
               f"ROC-AUC {i['oof_roc_auc']:.4f} on {i['rows']} messages; threshold {m.threshold:.4f} -> {a.out}")
@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     dt.add_argument("--splice", action="append", default=[], metavar="PATH",
                     help="real chats (openai/sharegpt/alpaca JSON or JSONL) to splice into pseudo multi-turn")
     dt.add_argument("--splice-n", type=int, default=0, help="spliced dialogues to make from each --splice file")
+    dt.add_argument("--negatives-n", type=int, default=0,
+                    help="real chats of each --splice file added whole as continuations (negatives)")
     dt.add_argument("--kinds", default="logreg,mlp", help="model kinds to compare out-of-fold")
     dt.add_argument("--folds", type=int, default=5)
     dt.add_argument("--seed", type=int, default=0)

@@ -211,3 +211,18 @@ def test_cli_eval_prints_scores(tmp_path, capsys, trained):
 def _threshold(model_dir):
     with open(os.path.join(model_dir, "model.json")) as f:
         return json.load(f)["threshold"]
+
+
+def test_acknowledgements_are_never_switches(emb):
+    m = TopicModel.load(DEFAULT_DIR)
+    ds = [D.Dialogue(["红烧肉怎么做", "先焯水再炒糖色，小火炖一小时。", "谢谢！", "不客气。"],
+                     ["user", "assistant", "user", "assistant"], [-1] * 4),
+          D.Dialogue(["How do I sort a list in Python?", "Use sorted(xs) or xs.sort().", "thanks, got it", "You're welcome!"],
+                     ["user", "assistant", "user", "assistant"], [-1] * 4),
+          D.Dialogue(["红烧肉怎么做", "先焯水再炒糖色。", "谢谢，那 Python 怎么排序？"],
+                     ["user", "assistant", "user"], [-1] * 3)]
+    (c1, s1), (c2, s2), (c3, _) = m.score(ds, emb)
+    assert c1[2] == 1.0 and not s1[2] and c2[2] == 1.0 and not s2[2]
+    assert c3[2] < 1.0  # thanks plus a new question is not an acknowledgement
+    b = F.featurize(ds, emb)
+    assert F.acknowledgement(b.X).tolist() == [False, True, False, False, True, False, False, False]

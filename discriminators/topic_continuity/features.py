@@ -54,9 +54,21 @@ FEATURES = [
     "cos_blocks", "cos_prev_rel", "max_cos_past3",
     "lex_prev", "lex_jacc_prev", "lex_ctx", "lex_bridge", "lex_next",
     "len_log", "len_prev_log", "len_ratio_log",
-    "cont_cue", "switch_cue", "closing_prev", "question", "question_prev",
+    "cont_cue", "switch_cue", "closing", "closing_prev", "question", "question_prev",
     "pos_log", "pos_frac", "is_user", "same_role", "has_next", "cjk_share",
 ]
+
+
+ACK_MAX_CHARS = 20  # an acknowledgement ("谢谢！", "thanks, got it") is at most this long
+
+
+def acknowledgement(X: np.ndarray) -> np.ndarray:
+    """Rows that are a short thanks / ok with no question: they close a topic, they never open
+    one, so they are not switches (R5: a switch is the user starting something new). Chats in
+    the training data rarely carry them, so the rule is explicit rather than learned."""
+    col = FEATURES.index
+    return ((X[:, col("closing")] > 0) & (X[:, col("question")] == 0)
+            & (X[:, col("len_log")] <= np.log1p(ACK_MAX_CHARS)))
 
 
 @dataclass
@@ -202,7 +214,7 @@ def featurize(dialogues, embedder, embeddings: np.ndarray | None = None) -> Batc
         "lex_prev": lex_prev, "lex_jacc_prev": lex_jacc, "lex_ctx": lex_ctx, "lex_bridge": lex_bridge,
         "lex_next": lex_next,
         "len_log": length[rows], "len_prev_log": length[r_prev], "len_ratio_log": length[rows] - length[r_prev],
-        "cont_cue": cont[rows], "switch_cue": switch[rows], "closing_prev": closing[r_prev],
+        "cont_cue": cont[rows], "switch_cue": switch[rows], "closing": closing[rows], "closing_prev": closing[r_prev],
         "question": question[rows], "question_prev": question[r_prev],
         "pos_log": np.log1p(pos[rows]).astype(np.float32), "pos_frac": pos[rows] / np.maximum(lens[dlg[rows]] - 1, 1),
         "is_user": is_user[rows], "same_role": (roles[rows] == roles[r_prev]).astype(np.float32),

@@ -27,6 +27,10 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
+def _with_rules(p: np.ndarray, X: np.ndarray) -> np.ndarray:
+    return np.where(F.acknowledgement(X), 0.0, p) if len(p) else p
+
+
 @dataclass
 class TopicModel:
     kind: str
@@ -49,8 +53,9 @@ class TopicModel:
         return h[:, 0]
 
     def p_switch(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated P(switch); 0 for acknowledgements (features.acknowledgement)."""
         a, b = self.calib
-        return _sigmoid(a * self.logit(X) + b)
+        return _with_rules(_sigmoid(a * self.logit(X) + b), X)
 
     def score(self, dialogues, embedder=None, embeddings=None):
         """Per dialogue: (topic_continuity, topic_switch) arrays, NaN / False on the first
@@ -183,7 +188,7 @@ def train(dialogues, embedder, kinds=KINDS, folds: int = 5, seed: int = 0,
     kind, _, oof = best
     m = _fit(kind, X, y, seed)
     m.calib = _platt(oof, y)
-    p = _sigmoid(m.calib[0] * oof + m.calib[1])
+    p = _with_rules(_sigmoid(m.calib[0] * oof + m.calib[1]), X)
     m.threshold, _ = best_threshold(y, p, tol=THRESHOLD_TOL)
     m.embedder = embedder_name or getattr(embedder, "name", "use-m3")
     sc = prf(y, p >= m.threshold)

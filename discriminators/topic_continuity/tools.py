@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 from typing import TextIO
 
@@ -21,9 +22,10 @@ def _embedder(spec: str, cache_dir: str | None):
 
 
 def load_training_data(data: list[str], splice: list[str] | None = None, splice_n: int = 0, seed: int = 0,
-                       log=print) -> list[D.Dialogue]:
+                       negatives_n: int = 0, log=print) -> list[D.Dialogue]:
     """Labelled dialogues from ``FORMAT:PATH`` specs, plus ``splice_n`` spliced dialogues made from
-    the chats of each ``splice`` file (labelled: switch at the splice, 0 elsewhere)."""
+    the chats of each ``splice`` file (labelled: switch at the splice, 0 elsewhere) and
+    ``negatives_n`` of its real chats whole, every message a continuation (0)."""
     out: list[D.Dialogue] = []
     for spec in data:
         fmt, path = D.parse_spec(spec)
@@ -35,7 +37,9 @@ def load_training_data(data: list[str], splice: list[str] | None = None, splice_
         path = D.parse_spec(spec)[1]
         chats = list(D.read_chats(path))
         out += D.splice(chats, splice_n, seed=seed * 1000 + k)
-        log(f"  {path}: {splice_n} spliced pseudo multi-turn dialogues from {len(chats)} chats")
+        neg = random.Random(seed * 1000 + k).sample(chats, min(negatives_n, len(chats)))
+        out += D.continuations([d for d in neg if len(d) >= 2])
+        log(f"  {path}: {splice_n} spliced pseudo multi-turn dialogues and {len(neg)} real ones from {len(chats)} chats")
     if not out:
         raise D.DataError("no training data: give --data FORMAT:PATH and/or --splice PATH with --splice-n N")
     return out
@@ -43,12 +47,13 @@ def load_training_data(data: list[str], splice: list[str] | None = None, splice_
 
 def train(data: list[str], out: str, splice: list[str] | None = None, splice_n: int = 0,
           kinds=KINDS, folds: int = 5, seed: int = 0, embedder: str = "use-m3", cache_dir: str | None = None,
-          log=print) -> TopicModel:
-    dialogues = load_training_data(data, splice, splice_n, seed, log)
+          negatives_n: int = 0, log=print) -> TopicModel:
+    dialogues = load_training_data(data, splice, splice_n, seed, negatives_n, log)
     m = fit_model(dialogues, _embedder(embedder, cache_dir), kinds=kinds, folds=folds, seed=seed,
                   embedder_name=embedder, log=log)
     m.info["data"] = [os.path.basename(D.parse_spec(s)[1]) for s in data]
-    m.info["splice"] = {"from": [os.path.basename(D.parse_spec(s)[1]) for s in splice or []], "n": splice_n}
+    m.info["splice"] = {"from": [os.path.basename(D.parse_spec(s)[1]) for s in splice or []], "n": splice_n,
+                        "real_negatives": negatives_n}
     m.save(out)
     return m
 
