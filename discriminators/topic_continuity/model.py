@@ -197,7 +197,8 @@ def train(dialogues, embedder, kinds=KINDS, folds: int = 5, seed: int = 0,
     for name in sorted(set(src)):
         k = src == name
         s_ = prf(y[k], p[k] >= m.threshold)
-        per_source[name] = {"rows": int(k.sum()), "switch_rate": float(y[k].mean()), "f1": s_["f1"],
+        per_source[name] = {"rows": int(k.sum()), "switch_rate": float(y[k].mean()),
+                            "flag_rate": float((p[k] >= m.threshold).mean()), "f1": s_["f1"],
                             "precision": s_["precision"], "recall": s_["recall"], "roc_auc": roc_auc(y[k], p[k])}
     m.info = {"rows": int(len(y)), "dialogues": len(dialogues), "switch_rate": float(y.mean()),
               "oof_f1": sc["f1"], "oof_precision": sc["precision"], "oof_recall": sc["recall"],
