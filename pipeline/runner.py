@@ -26,6 +26,7 @@ from .stages.base import ConfigError, MapStage, Stage, StageContext, make_config
 # name -> "module:Class"; imported lazily so a stage's heavy deps load only when it runs.
 STAGES = {
     "extract": "pipeline.stages.extract:Extract",
+    "quality": "pipeline.stages.quality:Quality",
     "dedup": "pipeline.stages.dedup:Dedup",
     "pii": "pipeline.stages.pii:Pii",
     "topic": "pipeline.stages.topic:Topic",

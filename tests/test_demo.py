@@ -14,12 +14,12 @@ def test_demo_config_builds_end_to_end(tmp_path):
     out = str(tmp_path / "demo")
     m = runner.build(os.path.join(ROOT, "configs", "demo.yaml"), out, progress=False)
     stages = [f["stage"] for f in m["funnel"]]
-    assert stages == ["extract", "pii", "dedup", "topic"]
+    assert stages == ["extract", "quality", "pii", "dedup", "topic"]
     for prev, cur in zip(m["funnel"], m["funnel"][1:]):
         assert cur["in"] == prev["records_out"]  # each stage reads what the one before wrote
     for f in m["funnel"]:
         assert f["in"] == f["kept"] + f["rejected_total"], f
-    with open(os.path.join(out, "stages", "04-topic", "manifest.json")) as fh:
+    with open(os.path.join(out, "stages", "05-topic", "manifest.json")) as fh:
         topic = json.load(fh)["topic"]
     n_out = m["funnel"][-1]["records_out"]
     assert abs(topic["pseudo_kept"] - 0.1 * n_out) <= 1 and topic["true_multi_turn"] + topic["pseudo_kept"] == n_out
@@ -29,5 +29,5 @@ def test_demo_config_builds_end_to_end(tmp_path):
     train_ids = {r["id"] for r in shards.iter_records(os.path.join(final, "stage-1"))}
     val_ids = {r["id"] for r in shards.iter_records(os.path.join(final, "validation", "general"))}
     assert train_ids and val_ids and not train_ids & val_ids
-    for folder in (os.path.join(out, "stages", "04-topic"), os.path.join(final, "stage-1")):
+    for folder in (os.path.join(out, "stages", "05-topic"), os.path.join(final, "stage-1")):
         assert scan_folder(folder, io.StringIO()) == 0, folder
