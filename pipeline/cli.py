@@ -22,6 +22,14 @@ def _cmd_build(a) -> int:
     if "mix" in m:
         print(f"mixed ({m['mix']['strategy']}): {os.path.join(a.out, 'final')}")
     print(f"manifest: {os.path.join(a.out, 'manifest.json')}")
+    print(f"report: {os.path.join(a.out, 'report.html')}")
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from .report import write_report
+
+    print(f"report: {write_report(a.dir, a.out)}")
     return 0
 
 
@@ -212,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("-n", type=int, default=3)
     i.add_argument("--rejected", action="store_true", help="show rejected records instead")
     i.set_defaults(fn=_cmd_inspect)
+
+    r = sub.add_parser("report", help="write a build's report.html (funnel, lengths, mixture, topic, PII; no text)")
+    r.add_argument("dir", metavar="OUT", help="a build folder (with manifest.json)")
+    r.add_argument("--out", metavar="FILE", help="default: OUT/report.html")
+    r.set_defaults(fn=_cmd_report)
 
     e = sub.add_parser("export", help="write a shard folder as openai / sharegpt / alpaca JSONL")
     e.add_argument("dir")

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from . import shards
+from . import report, shards
 from .schema import SCHEMA_VERSION
 from .stages.base import ConfigError, MapStage, Stage, StageContext, make_config, merge_counts
 
@@ -201,6 +201,7 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
                 "funnel": funnel, "last_stage": os.path.relpath(prev, out) if prev else "final"}
     if mix is not None:
         manifest["mix"] = mix
+    report.write_report(out, manifest=manifest)  # numbers only; before manifest.json, the build's last file
     shards.atomic_write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 
