@@ -261,7 +261,8 @@ def _table(head: list[str], rows: list[list[str]], attrs: str = "", num_from: in
     th = "".join(f'<th class="num">{h}</th>' if i >= num_from and h else f"<th>{h}</th>" for i, h in enumerate(head))
     body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= num_from and not c.startswith("<div")
                                     else f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table{attrs}><tr>{th}</tr>{body}</table>"
+    head_row = f"<tr>{th}</tr>" if any(head) else ""  # key/value tables need no header
+    return f"<table{attrs}>{head_row}{body}</table>"
 
 
 def _counts_table(title: str, counts: dict, total: int | None = None, css: str = "k") -> str:
