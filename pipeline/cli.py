@@ -134,6 +134,22 @@ def _cmd_pack(a) -> int:
     return 0
 
 
+def _cmd_admit(a) -> int:
+    from .flywheel import admit, print_decision
+
+    d = admit(a.config, a.batch, a.pool, name=a.name, sets=parse_set(a.set), source=a.source, domain=a.domain,
+              workers=a.workers, progress=not a.quiet)
+    print_decision(d, sys.stdout)
+    return 0 if d["admitted"] else 1
+
+
+def _cmd_pool(a) -> int:
+    from .flywheel import print_pool
+
+    print_pool(a.dir, sys.stdout)
+    return 0
+
+
 def _cmd_scan(a) -> int:
     from .pii.tools import scan_folder
 
@@ -243,6 +259,23 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--grid", action="store_true", help="DMT: train stage-1, then every stage-2/k=* from it")
     t.set_defaults(fn=_cmd_train)
+
+    ad = sub.add_parser("admit", help="build a new log batch, check it, admit it to a pool or quarantine it (R7)")
+    ad.add_argument("--config", required=True, help="build config; its inputs are replaced, its mix skipped")
+    ad.add_argument("--batch", required=True, nargs="+", help="new log file(s) / folder(s) / glob(s)")
+    ad.add_argument("--pool", required=True, metavar="POOL_DIR")
+    ad.add_argument("--name", help="batch name (default: the batch file's name); must be new to the pool")
+    ad.add_argument("--source", help="source of batch inputs the config does not list (default: flywheel)")
+    ad.add_argument("--domain", help="domain of batch inputs the config does not list (default: general)")
+    ad.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="limits (red_lines.max_residual_pii=0, max_pool_overlap=0.5, ...) or STAGE.key=value")
+    ad.add_argument("--workers", type=int, default=1)
+    ad.add_argument("--quiet", action="store_true")
+    ad.set_defaults(fn=_cmd_admit)
+
+    po = sub.add_parser("pool", help="admitted batches of a pool and their totals (R7)")
+    po.add_argument("dir", metavar="POOL_DIR")
+    po.set_defaults(fn=_cmd_pool)
 
     sc = sub.add_parser("scan", help="audit a shard folder for PII; exit 1 when any is found")
     sc.add_argument("dir")
