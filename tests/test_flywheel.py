@@ -162,3 +162,15 @@ def test_split_sets():
                                        "max_pool_overlap": 0.1, "dedup.threshold": 0.6})
     assert fly == {"max_residual_pii": 0, "min_mean_turns": 2, "max_pool_overlap": 0.1}
     assert stages == {"dedup": {"threshold": 0.6}}
+
+
+def test_stage_red_line_refuses_batch(tmp_path, monkeypatch):
+    from pipeline.stages.base import StageFailed
+
+    def failing_build(cfg_path, out, **kw):
+        raise StageFailed("pii: 2 residual PII findings after anonymisation exceed the red line")
+
+    monkeypatch.setattr(flywheel.runner, "build", failing_build)
+    assert admit(config(tmp_path), OPENAI, tmp_path / "pool", "redline") == 1
+    d = json.loads((tmp_path / "pool" / "quarantine" / "redline" / "decision.json").read_text())
+    assert d["failed"] == ["pipeline_red_line"] and "residual" in d["checks"][0]["detail"]
