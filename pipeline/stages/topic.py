@@ -36,8 +36,9 @@ POLICIES = ("ratio", "split_at_switch")
 DECISIONS = pa.schema([
     pa.field("part", pa.int32()), pa.field("row", pa.int32()),
     pa.field("continuity", pa.list_(pa.float32())), pa.field("switch", pa.list_(pa.bool_())),
-    pa.field("pseudo", pa.bool_()), pa.field("keep", pa.bool_()),
+    pa.field("pseudo", pa.bool_()),
 ])
+PSEUDO_KEEP = "pseudo_keep.npy"  # (part << 32 | row) of the pseudo conversations the ratio keeps
 
 
 @dataclass
@@ -99,13 +100,16 @@ class Topic(Stage):
         model = self._model(cfg)
         emb = get_embedder(model.embedder, cache_dir=cfg.cache_dir)
         roles_ok = set(cfg.switch_roles)
-        cols = {k: [] for k in ("part", "row", "continuity", "switch", "pseudo")}
-        ids: list[str] = []
+        # streamed: decisions go to disk per batch; memory keeps 3 integers per pseudo conversation
+        writer = shards.PartWriter(os.path.join(folder, ".work", "decisions.arrow"), DECISIONS)
+        pseudo_rank: list[tuple[int, int, int]] = []  # (blake2b(seed, id), part, row)
+        n = n_pseudo = 0
         n_scored = n_switch = n_eligible = n_eligible_switch = 0
         pending: list[tuple[int, int, str, list[dict]]] = []
 
         def flush():
-            nonlocal n_scored, n_switch, n_eligible, n_eligible_switch
+            nonlocal n, n_pseudo, n_scored, n_switch, n_eligible, n_eligible_switch
+            cols = {k: [] for k in ("part", "row", "continuity", "switch", "pseudo")}
             dialogues, where = [], []
             for _, _, _, msgs in pending:
                 idx = [i for i, m in enumerate(msgs) if m["role"] != "system"]
@@ -132,7 +136,12 @@ class Topic(Stage):
                 cols["continuity"].append(cont)
                 cols["switch"].append(sw)
                 cols["pseudo"].append(any(sw))
-                ids.append(rid)
+                if any(sw):
+                    pseudo_rank.append((_rank(cfg.seed, rid), part, row))
+            n += len(pending)
+            n_pseudo += sum(cols["pseudo"])
+            if pending:
+                writer.write(pa.RecordBatch.from_pydict(cols, schema=DECISIONS))
             pending.clear()
 
         for pi, part in enumerate(shards.data_files(inp)):
@@ -145,26 +154,15 @@ class Topic(Stage):
                         flush()
         flush()
 
-        pseudo = np.array(cols["pseudo"], dtype=bool)
-        n_pseudo = int(pseudo.sum())
-        n_true = len(pseudo) - n_pseudo
-        keep = np.ones(len(pseudo), dtype=bool)
+        writer.close()
+        n_true = n - n_pseudo
+        kept_pseudo = 0  # split_at_switch: pseudo conversations become on-topic pieces
+        keys = np.zeros(0, dtype=np.int64)
         if cfg.policy == "ratio":
-            k = pseudo_quota(n_true, n_pseudo, float(cfg.pseudo_ratio))
-            cand = np.flatnonzero(pseudo)
-            order = sorted(cand.tolist(), key=lambda i: (_rank(cfg.seed, ids[i]), ids[i]))
-            keep[cand] = False
-            keep[order[:k]] = True
-            kept_pseudo = k
-        else:
-            kept_pseudo = 0  # pseudo conversations become on-topic pieces
-        table = pa.table({**{c: cols[c] for c in ("part", "row", "continuity", "switch", "pseudo")},
-                          "keep": keep.tolist()}, schema=DECISIONS)
-        w = shards.PartWriter(os.path.join(folder, ".work", "decisions.arrow"), DECISIONS)
-        for b in table.to_batches():
-            w.write(b)
-        w.close()
-        n = len(pseudo)
+            kept_pseudo = pseudo_quota(n_true, n_pseudo, float(cfg.pseudo_ratio))
+            chosen = sorted(pseudo_rank)[:kept_pseudo]  # smallest hashes: independent of part order
+            keys = np.array([(p << 32) | r for _, p, r in chosen], dtype=np.int64)
+        np.save(os.path.join(folder, ".work", PSEUDO_KEEP), np.sort(keys))
         stats = {
             "policy": cfg.policy, "pseudo_ratio_target": float(cfg.pseudo_ratio) if cfg.policy == "ratio" else None,
             "model": cfg.model or "shipped", "model_kind": model.kind, "threshold": model.threshold,
@@ -183,6 +181,7 @@ class Topic(Stage):
         return part_tasks(inp)
 
     def run_task(self, payload, cfg: TopicConfig, ctx: StageContext) -> Iterator[pa.RecordBatch]:
+        kept_keys = set(np.load(os.path.join(ctx.folder, ".work", PSEUDO_KEEP)).tolist())
         for pairs in decided_batches(payload, ctx):
             out = []
             for rec, d in pairs:
@@ -193,7 +192,7 @@ class Topic(Stage):
                     ctx.stats["true_kept"] += 1
                     out.append(rec)
                 elif cfg.policy == "ratio":
-                    if d["keep"]:
+                    if (payload["index"] << 32) | d["row"] in kept_keys:
                         ctx.keep()
                         ctx.stats["pseudo_kept"] += 1
                         out.append(rec)
