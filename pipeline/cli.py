@@ -172,6 +172,15 @@ def _cmd_pii(a) -> int:
     return 0
 
 
+def _cmd_judge(a) -> int:
+    from .judge import print_summary, run_judge
+
+    s = run_judge(a.inp, a.out, parse_set(a.set))
+    print_summary(s, sys.stdout)
+    print(f"scores: {a.out}; summary: {os.path.join(a.out, 'summary.json')}")
+    return 0
+
+
 def _cmd_discriminator(a) -> int:
     from discriminators.topic_continuity import tools
 
@@ -293,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data", required=True)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(fn=_cmd_pii)
+
+    jd = sub.add_parser("judge", help="per-dimension SFT evaluation with an LLM judge, bias-mitigated (R15)")
+    jd.add_argument("--in", dest="inp", required=True, help="JSONL or shard folder; last assistant message = answer")
+    jd.add_argument("--out", required=True, help="writes scores.jsonl, pairwise.jsonl, summary.json")
+    jd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="base_url, model (required), mode, dimensions, repeats, swap, weights, max_requests, ...")
+    jd.set_defaults(fn=_cmd_judge)
 
     dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict (R5)")
     dsub = dc.add_subparsers(dest="disc_cmd", required=True)
