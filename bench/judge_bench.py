@@ -47,10 +47,10 @@ def quality(text: str) -> float:
     return 1.0 + 1.5 * text.count(", checked.")
 
 
-def bullets(rng: random.Random, topic: str) -> str:
+def bullets(rng: random.Random, topic: str, word: str) -> str:
     k = rng.randint(1, 4)
     marks = rng.sample([", checked."] * k + [", guessed."] * (4 - k), 4)
-    return "\n".join(f"- Point {j + 1} on '{topic}': a specific statement{m}" for j, m in enumerate(marks))
+    return "\n".join(f"- {word} {j + 1} on '{topic}': a specific statement{m}" for j, m in enumerate(marks))
 
 
 def conversations(evaldata: str, variants: int, seed: int) -> list[dict]:
@@ -62,7 +62,7 @@ def conversations(evaldata: str, variants: int, seed: int) -> list[dict]:
         t1, t2 = q["turns"][:2]
         topic = " ".join(t2.split()[:6])
         for v in range(variants):
-            a, b = bullets(rng, topic), bullets(rng, topic)
+            a, b = bullets(rng, topic, "Point"), bullets(rng, topic, "Note")  # never the same text
             b += "\n" + " ".join(rng.choice(FILLER) for _ in range(rng.randint(0, 8)))
             rows.append({"id": f"{q['question_id']}-{v}", "lang": "en", "answer_b": b.strip(), "messages": [
                 {"role": "user", "content": t1}, {"role": "assistant", "content": f"Here is first answer {v} to that."},
