@@ -191,3 +191,17 @@ def test_cli_refuses_without_base_url_and_runs_with_one(tmp_path, capsys):
     assert s["pointwise"]["a"]["weights"]["accuracy"] == 2 and "api_key" not in s["settings"]
     with pytest.raises(ConfigError):
         run_judge(src, str(tmp_path / "x"), {"base_url": "http://127.0.0.1:9/v1", "model": "m", "dimensions": "bogus"})
+
+
+def test_shard_folder_input_keeps_answer_b_and_reference(tmp_path):
+    from pipeline import runner
+
+    src = write_jsonl(tmp_path / "in.jsonl", [conv(i, bullets(2), zh=True, answer_b=bullets(1), reference="参考。")
+                                              for i in range(3)] + [{"messages": [{"role": "user", "content": "q"}]}])
+    runner.run_stage("extract", {"source": "t", "domain": "general"}, src, str(tmp_path / "shards"), progress=False)
+    with FakeAPI(reply=BiasedJudge()) as api:
+        s = run_judge(str(tmp_path / "shards"), str(tmp_path / "o"), {"base_url": api.base_url, "model": "m",
+                      "cache_dir": "off", "mode": "both", "repeats": 1, "dimensions": "helpful"})
+        assert all("<reference>\n参考。" in r["body"]["messages"][1]["content"] for r in api.requests)
+    assert s["by_lang"] == {"zh": 3} and s["pairwise"]["comparisons"] == 3
+    assert s["pointwise"]["b"]["scored"] == 3
