@@ -23,10 +23,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Every benchmark (figures in README "Results"); all but extract, train and mix read
+# ../shared/evaldata. Run on a quiet machine: the speed figures are ratios within one run.
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/extract_bench.py
 	$(PY) bench/train_bench.py
+	$(PY) bench/mix_bench.py
+	$(PY) bench/dedup_bench.py
+	$(PY) bench/embed_bench.py
+	$(PY) bench/pii_bench.py
+	$(PY) bench/quality_bench.py
+	$(PY) bench/topic_bench.py
+	$(PY) bench/synth_bench.py
+	$(PY) bench/judge_bench.py
 
 clean:
 	rm -rf $(VENV) out
