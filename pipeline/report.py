@@ -43,7 +43,7 @@ CHAR_EDGES = (0, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_
 # stage-specific section.
 _COMMON = {"stage", "config", "input", "seed", "versions", "fingerprint", "counts", "accounting_ok", "tasks",
            "data_parts", "rejected_parts", "rejected_files"}
-_SECTIONS = ("pii", "dedup", "topic", "synth")  # stage sections with their own part of the report
+_SECTIONS = ("quality", "pii", "dedup", "topic", "synth")  # stage sections with their own part of the report
 
 
 class Histogram:
@@ -425,8 +425,20 @@ def _synth(s: dict) -> str:
     return head + checks + '<div class="grid">' + f"<div>{stops}</div><div>{errors}</div></div>"
 
 
-_RENDER = {"topic": ("Topic continuity", _topic), "pii": ("PII", _pii), "dedup": ("Dedup", _dedup),
-           "synth": ("Synthesis", _synth)}
+def _quality(q: dict) -> str:
+    rej = q.get("rejected") or {}
+    top = max(list(rej.values()) + [1])
+    rows = [[_e(r), _n(n), _bar([(n, "r")], top)] for r, n in rej.items()]
+    return (_kv([("conversations", q.get("conversations")), ("kept", q.get("kept")),
+                 ("share rejected", q.get("reject_share")),
+                 ("kept with an AI-boilerplate refusal", q.get("refusal")),
+                 ("kept with the reply in another language", q.get("lang_mismatch")),
+                 ("kept with short replies", q.get("short_replies"))])
+            + _table(["rule", "conversations rejected", ""], rows, ' class="quality"'))
+
+
+_RENDER = {"quality": ("Quality", _quality), "topic": ("Topic continuity", _topic), "pii": ("PII", _pii),
+           "dedup": ("Dedup", _dedup), "synth": ("Synthesis", _synth)}
 
 
 def render(data: dict) -> str:

@@ -29,5 +29,11 @@ def test_demo_config_builds_end_to_end(tmp_path):
     train_ids = {r["id"] for r in shards.iter_records(os.path.join(final, "stage-1"))}
     val_ids = {r["id"] for r in shards.iter_records(os.path.join(final, "validation", "general"))}
     assert train_ids and val_ids and not train_ids & val_ids
+    with open(os.path.join(out, "stages", "02-quality", "manifest.json")) as fh:
+        q = json.load(fh)["quality"]
+    assert q["kept"] == m["funnel"][1]["kept"] and sum(q["rejected"].values()) == m["funnel"][1]["rejected_total"]
+    with open(os.path.join(out, "report.html"), encoding="utf-8") as fh:
+        html = fh.read()
+    assert "<h2>Quality</h2>" in html and "<h2>Topic continuity</h2>" in html
     for folder in (os.path.join(out, "stages", "05-topic"), os.path.join(final, "stage-1")):
         assert scan_folder(folder, io.StringIO()) == 0, folder

@@ -151,6 +151,19 @@ class Quality(MapStage):
                 yield pa.RecordBatch.from_pylist(with_meta(kept, "quality", quality=quality), schema=SCHEMA)
 
 
+    def finalize(self, folder, cfg: QualityConfig, counts: dict) -> dict:
+        st = counts.get("stats", {})
+        kept = counts.get("kept", 0)
+        return {"quality": {
+            "rules": cfg.rule_list(), "conversations": counts.get("in", 0), "kept": kept,
+            "rejected": {r: counts.get("rejected", {}).get(r, 0) for r in cfg.rule_list()},
+            "reject_share": counts.get("rejected_total", 0) / counts["in"] if counts.get("in") else None,
+            # soft signals among the kept conversations (they lower meta.quality, never reject)
+            "refusal": st.get("refusal", 0), "lang_mismatch": st.get("lang_mismatch", 0),
+            "short_replies": st.get("short_replies", 0),
+        }}
+
+
 def _explain(rule: str, s: dict, g: int, cfg: QualityConfig) -> str:
     if rule == "mojibake":
         return f"{int(s['mojibake'][g])} replacement/control/mis-decoded characters >= {cfg.max_mojibake}"
