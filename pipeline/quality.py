@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .minhash import _codepoints, _kept, shingle_hashes
+from .minhash import _concat, _kept, shingle_hashes
 
 CODE_BLOCK = r"(?s)```.*?(?:```|$)"
 # U+FFFD (decoding failures) and C0 controls other than tab/newline/CR: text that went through
@@ -44,9 +44,8 @@ def _char_stats(texts: list[str]) -> dict[str, np.ndarray]:
     if n == 0:
         z = np.zeros(0, dtype=np.int64)
         return {"letters": z, "spaces": z, "cjk": z, "latin_words": z, "letter_run": z}
-    lens = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=n)
-    starts = np.r_[0, np.cumsum(lens)[:-1]]
-    cp = _codepoints("\x00".join(texts) + "\x00").astype(np.int64)
+    cp, starts = _concat(texts)
+    cp = cp.astype(np.int64)
     kept = _kept(cp)  # Unicode letters and digits
     digit = (cp >= 0x30) & (cp <= 0x39)
     letter = kept & ~digit

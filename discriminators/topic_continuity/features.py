@@ -19,12 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.minhash import shingle_hashes
+from pipeline.text import _CJK_RE2, _LATIN_WORD_RE2, ZH_CHARS_PER_WORD
 
 EMBED_CHARS = 512  # the head of a message carries its topic; long code answers cost no more
 DECAY = 0.6        # context vector: C_i = sum_{j<i} DECAY^(i-1-j) e_j
 
-_CJK = r"[\x{3400}-\x{4DBF}\x{4E00}-\x{9FFF}\x{F900}-\x{FAFF}]"
-_LATIN = r"[A-Za-z]+"
 
 # cues, matched case-insensitively by RE2 (no lookbehind; \b is ASCII-only in RE2, so it never
 # splits Chinese, and no Chinese alternative relies on it)
@@ -181,9 +180,9 @@ def featurize(dialogues, embedder, embeddings: np.ndarray | None = None) -> Batc
     cos_prev_rel = cos_prev - (sums / cnt)[dlg[rows]]
 
     arr = pa.array(texts, type=pa.string())
-    cjk = pc.count_substring_regex(arr, _CJK).to_numpy(zero_copy_only=False).astype(np.float32)
-    latin = pc.count_substring_regex(arr, _LATIN).to_numpy(zero_copy_only=False).astype(np.float32)
-    is_en = latin > cjk / 1.5
+    cjk = pc.count_substring_regex(arr, _CJK_RE2).to_numpy(zero_copy_only=False).astype(np.float32)
+    latin = pc.count_substring_regex(arr, _LATIN_WORD_RE2).to_numpy(zero_copy_only=False).astype(np.float32)
+    is_en = latin > cjk / ZH_CHARS_PER_WORD
     cjk_share = cjk / np.maximum(cjk + latin, 1)
     keys, owner = _units(texts, is_en)
     size = np.bincount(owner, minlength=n).astype(np.float32)

@@ -60,17 +60,18 @@ class QualityConfig:
                 raise ConfigError(f"quality.{name}: {getattr(self, name)!r} must be in [0, 1]")
 
 
+def _record_min(values: np.ndarray, starts: np.ndarray, n: int, empty) -> np.ndarray:
+    """Per record (message offsets ``starts``), the minimum of its messages' ``values``; a
+    sentinel at the end keeps reduceat's indices in range."""
+    return np.minimum.reduceat(np.r_[values, empty], np.minimum(starts, len(values)))[:n]
+
+
 def _first(mask: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
-    """Per record (message offsets ``starts``), index in the record of its first True message,
-    or -1."""
+    """Per record, index in the record of its first True message, or -1."""
     big = np.iinfo(np.int64).max
-    pos = np.where(mask, np.arange(len(mask)), big)
-    if len(mask) == 0:
-        return np.full(n, -1)
-    first = np.minimum.reduceat(np.r_[pos, big], np.minimum(starts, len(mask)))[:n]
+    first = _record_min(np.where(mask, np.arange(len(mask)), big), starts, n, big)
     lens = np.diff(np.r_[starts, len(mask)])
-    first = np.where((lens > 0) & (first != big), first - starts, -1)
-    return first
+    return np.where((lens > 0) & (first != big), first - starts, -1)
 
 
 class Quality(MapStage):
@@ -113,8 +114,8 @@ class Quality(MapStage):
             mismatch = ((u_zh > u_en) & (a_en > a_zh)) | ((u_en > u_zh) & (a_zh > a_en))
             short = reply_letters < cfg.short_reply_letters
             score = np.clip(1.0 - 0.3 * refusal - 0.2 * mismatch - 0.2 * short, 0.0, 1.0)
-            share_min = np.minimum.reduceat(np.r_[s["letter_share"], 1.0], np.minimum(starts, len(role)))[:n]
-            distinct_min = np.minimum.reduceat(np.r_[s["distinct_3grams"], 1.0], np.minimum(starts, len(role)))[:n]
+            share_min = _record_min(s["letter_share"], starts, n, 1.0)
+            distinct_min = _record_min(s["distinct_3grams"], starts, n, 1.0)
 
             recs = batch.to_pylist()
             kept, quality = [], []
