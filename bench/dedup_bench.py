@@ -38,7 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipeline import runner, shards  # noqa: E402
-from pipeline.minhash import MinHasher, shingles  # noqa: E402
+from pipeline.dedup.minhash import MinHasher
+from pipeline.shingles import shingles  # noqa: E402
 
 
 def load_corpus(ev: str) -> list[dict]:
@@ -180,7 +181,7 @@ def minhash_speed(records: list[dict], num_perm: int) -> dict:
     ours = mh.signatures(texts, langs)
     t_ours = time.perf_counter() - t
     sh = [[s.encode() for s in shingles(x, lg)] for x, lg in zip(texts, langs)]
-    from pipeline.minhash import shingle_hash32
+    from pipeline.shingles import shingle_hash32
 
     t = time.perf_counter()
     for s in sh:

@@ -1,4 +1,4 @@
-"""LLM-as-judge bias mitigations (SPEC R15) against a SIMULATED biased judge.
+"""LLM-as-judge bias mitigations against a SIMULATED biased judge.
 
     python bench/judge_bench.py [--evaldata ../shared/evaldata] [--variants 4] [--seed 0]
 

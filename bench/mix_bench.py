@@ -1,4 +1,4 @@
-"""Mix stage throughput and memory (SPEC R8-R10) on 1M small synthetic records.
+"""Mix stage throughput and memory on 1M small synthetic records.
 
     python bench/mix_bench.py [--n 1000000] [--keep DIR]
 

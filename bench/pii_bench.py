@@ -30,8 +30,8 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 from pipeline import runner, shards  # noqa: E402
-from pipeline.pii import tools  # noqa: E402
-from pipeline.stages.pii import get_analyzer  # noqa: E402
+from pipeline import scan as tools  # noqa: E402
+from pipeline.pii import get_analyzer  # noqa: E402
 
 TARGETS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "IBAN_CODE", "US_SSN")
 

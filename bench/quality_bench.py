@@ -1,4 +1,4 @@
-"""Quality stage (R4): false rejects on real chats, recall on injected garbage, speed.
+"""Quality stage: false rejects on real chats, recall on injected garbage, speed.
 
     python bench/quality_bench.py [--evaldata ../shared/evaldata]
 
@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipeline import runner, shards  # noqa: E402
-from pipeline.quality import REFUSAL, SPAM, message_signals  # noqa: E402
+from pipeline.quality.signals import REFUSAL, SPAM, message_signals  # noqa: E402
 
 
 def extract(src: str, work: str, name: str, **params) -> str:

@@ -1,4 +1,4 @@
-"""Synthesis stage (issue 8, SPEC R6): throughput and check pass rates on real single-turn seeds.
+"""Synthesis stage: throughput and check pass rates on real single-turn seeds.
 
     python bench/synth_bench.py [--evaldata ../shared/evaldata] [--n 300] [--max-tokens 48]
 

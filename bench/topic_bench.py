@@ -1,4 +1,4 @@
-"""Topic-continuity discriminator against adjacent-cosine baselines (issue 6, R5), and the
+"""Topic-continuity discriminator against adjacent-cosine baselines, and the
 topic stage's speed.
 
     python bench/topic_bench.py [--evaldata ../shared/evaldata] [--cache ~/.cache/turnforge-bench]

@@ -23,17 +23,7 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-# ChatML exactly as trainer/tiny.py renders it, with {% generation %} markers around each assistant
-# turn's content and its <|im_end|> (the newline after <|im_end|> stays outside, i.e. unsupervised,
-# like our own trainer's labels). It renders byte-identical text to the plain ChatML template; run_trl
-# checks that on every conversation before using it. The newline after {% endgeneration %} is written as
-# an expression because transformers renders templates with trim_blocks=True, which would eat a literal one.
-CHATML_GENERATION = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}<|im_end|>{% endgeneration %}{{ '\\n' }}"
-    "{% else %}{{ message['content'] }}<|im_end|>\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from pipeline.templates import CHATML_GENERATION  # noqa: E402
 
 
 def _training_template(tok, conversations) -> tuple[str | None, str]:
@@ -54,7 +44,7 @@ def _training_template(tok, conversations) -> tuple[str | None, str]:
         for c in conversations
     )
     if same:
-        return CHATML_GENERATION, "ChatML + {% generation %} markers (bench copy; renders identically)"
+        return CHATML_GENERATION, "ChatML + {% generation %} markers (pipeline/templates.py; renders identically)"
     try:  # TRL's own patched templates for known model families
         t = get_training_chat_template(tok)
         return (t or own), "TRL training template for the tokenizer's family"

@@ -1,4 +1,4 @@
-"""`turnforge` command line. Nothing imports this module (ARCHITECTURE.md)."""
+"""`turnforge` command line. Nothing imports this module (docs/design.md#layout)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,8 @@ import os
 import sys
 
 from . import runner, shards
-from .stages.base import ConfigError, StageFailed, parse_set
+from .config import ConfigError, parse_set
+from .stages.base import StageFailed
 
 
 def _cmd_build(a) -> int:
@@ -151,24 +152,24 @@ def _cmd_pool(a) -> int:
 
 
 def _cmd_scan(a) -> int:
-    from .pii.tools import scan_folder
+    from .scan import scan_folder
 
     n = scan_folder(a.dir, sys.stdout, limit=a.limit)
     return 1 if n else 0
 
 
 def _cmd_pii(a) -> int:
-    from .pii import tools
+    from . import scan
 
     if a.pii_cmd == "detect":
-        n = tools.detect_file(a.inp, a.out, a.lang)
+        n = scan.detect_file(a.inp, a.out, a.lang)
         print(f"{n} texts -> {a.out}")
         return 0
-    res = tools.evaluate(a.data)
+    res = scan.evaluate(a.data)
     if a.json:
         print(json.dumps(res, indent=1))
     else:
-        tools.print_eval(res, sys.stdout)
+        scan.print_eval(res, sys.stdout)
     return 0
 
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_stage)
 
-    mx = sub.add_parser("mix", help="per-task validation + mixture of shard folders into OUT/final/stage-K (R8-R10)")
+    mx = sub.add_parser("mix", help="per-task validation + mixture of shard folders into OUT/final/stage-K")
     mx.add_argument("--in", dest="inp", nargs="+", required=True, metavar="[DOMAIN=]DIR",
                     help="shard folders; DOMAIN= overrides their records' domain")
     mx.add_argument("--strategy", default="multi_task", choices=["multi_task", "sequential", "mixed_sequential", "dmt"])
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--grid", action="store_true", help="DMT: train stage-1, then every stage-2/k=* from it")
     t.set_defaults(fn=_cmd_train)
 
-    ad = sub.add_parser("admit", help="build a new log batch, check it, admit it to a pool or quarantine it (R7)")
+    ad = sub.add_parser("admit", help="build a new log batch, check it, admit it to a pool or quarantine it")
     ad.add_argument("--config", required=True, help="build config; its inputs are replaced, its mix skipped")
     ad.add_argument("--batch", required=True, nargs="+", help="new log file(s) / folder(s) / glob(s)")
     ad.add_argument("--pool", required=True, metavar="POOL_DIR")
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ad.add_argument("--quiet", action="store_true")
     ad.set_defaults(fn=_cmd_admit)
 
-    po = sub.add_parser("pool", help="admitted batches of a pool and their totals (R7)")
+    po = sub.add_parser("pool", help="admitted batches of a pool and their totals")
     po.add_argument("dir", metavar="POOL_DIR")
     po.set_defaults(fn=_cmd_pool)
 
@@ -303,14 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(fn=_cmd_pii)
 
-    jd = sub.add_parser("judge", help="per-dimension SFT evaluation with an LLM judge, bias-mitigated (R15)")
+    jd = sub.add_parser("judge", help="per-dimension SFT evaluation with an LLM judge, bias-mitigated")
     jd.add_argument("--in", dest="inp", required=True, help="JSONL or shard folder; last assistant message = answer")
     jd.add_argument("--out", required=True, help="writes scores.jsonl, pairwise.jsonl, summary.json")
     jd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="base_url, model (required), mode, dimensions, repeats, swap, weights, max_requests, ...")
     jd.set_defaults(fn=_cmd_judge)
 
-    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict (R5)")
+    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict")
     dsub = dc.add_subparsers(dest="disc_cmd", required=True)
     fmts = "jsonl|tiage|dialseg|woz|chats"
     dt = dsub.add_parser("train", help="fit, calibrate and save a model (model.json + weights.npz)")

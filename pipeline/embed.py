@@ -1,4 +1,4 @@
-"""Sentence embeddings: one interface for dedup (R2) and the discriminators (R5).
+"""Sentence embeddings: one interface for dedup and the discriminators.
 
     emb = get_embedder("use-m3", cache_dir="out/.embcache")   # or "minilm", "st:/path/to/model"
     vecs = emb.encode(["你好", "hello"])                         # (n, dim) float32, L2-normalised

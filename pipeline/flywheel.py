@@ -1,4 +1,4 @@
-"""Data flywheel (SPEC R7): admit a new log batch into the training pool only past offline
+"""Data flywheel: admit a new log batch into the training pool only past offline
 checks and red lines.
 
 `turnforge admit` builds the batch with a build config (its inputs replaced by the batch, its
@@ -33,8 +33,9 @@ import pyarrow.compute as pc
 import yaml
 
 from . import runner, shards
-from .minhash import MinHasher, band_keys, choose_bands
-from .stages.base import ConfigError, StageFailed, make_config
+from .config import ConfigError, load_config, make_config
+from .dedup.minhash import MinHasher, band_keys, choose_bands
+from .stages.base import StageFailed
 
 NAME = re.compile(r"^[\w.-]+$")  # \w is Unicode: Chinese batch names are fine
 
@@ -94,7 +95,7 @@ def _check(name: str, value, limit, op: str, detail: str = "", skipped: bool = F
 def batch_stats(folder: str, mh: MinHasher) -> dict:
     """One pass over a shard folder: conversations, messages, turns, refusals and the MinHash
     signature of every conversation (the text dedup compares: messages joined by newlines)."""
-    from .quality import REFUSAL
+    from .quality.signals import REFUSAL
 
     n = n_msgs = turns = refusals = 0
     sigs = []
@@ -152,7 +153,7 @@ def pool_overlap(cand: np.ndarray, pool: np.ndarray, threshold: float, max_bucke
 def run_checks(out: str, manifest: dict, stats: dict, overlap: np.ndarray, cfg: FlywheelConfig,
                final: str) -> list[dict]:
     """Every offline check and red line of a built candidate, each with value, limit and verdict."""
-    from .pii.tools import scan_folder
+    from .scan import scan_folder
 
     n = stats["conversations"]
     checks = [_check("size", n, cfg.min_conversations, ">=", "conversations in the candidate output")]
@@ -214,7 +215,7 @@ def _locked(pool: str):
 def derived_config(config_path: str, batch: list[str], source: str | None, domain: str | None) -> dict:
     """The build config with its inputs replaced by the batch and its mix dropped. A batch path
     the config already lists keeps that input's settings (source, domain, fields, format)."""
-    cfg = runner.load_config(config_path)
+    cfg = load_config(config_path)
     cfg.pop("mix", None)
     if not cfg.get("stages"):
         raise ConfigError(f"{config_path}: admit needs `stages:` (its mix is skipped)")
@@ -243,7 +244,7 @@ def admit(config_path: str, batch: list[str], pool: str, *, name: str | None = N
     if not NAME.match(name):
         raise ConfigError(f"batch name {name!r}: use letters, digits, '.', '_' or '-'")
     fly_sets, overrides = split_sets(sets or {})
-    cfg_yaml = runner.load_config(config_path)
+    cfg_yaml = load_config(config_path)
     cfg = make_config(FlywheelConfig, {**(cfg_yaml.get("flywheel") or {}), **fly_sets})
     with _locked(pool):
         meta = load_pool(pool)

@@ -1,4 +1,4 @@
-"""SFT evaluation per dimension with an LLM judge (SPEC R15): `turnforge judge`.
+"""SFT evaluation per dimension with an LLM judge: `turnforge judge`.
 
 Input: JSONL (or a shard folder) of conversations whose last assistant message is the candidate
 answer; optional `answer_b` (a second candidate, for pairwise) and `reference` (a good answer the
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .stages.base import ConfigError
+from .config import ConfigError
 from .synth.backends import BackendError, BudgetExhausted, default_cache_dir
 from .synth.followup import seed_lang
 

@@ -1,4 +1,4 @@
-"""OUT/report.html: a shareable summary of a build (ARCHITECTURE.md "A build on disk").
+"""OUT/report.html: a shareable summary of a build (docs/design.md#a-build-on-disk).
 
     write_report(OUT)   -> OUT/report.html     (`turnforge report OUT`; `build` calls it last)
 
@@ -92,7 +92,7 @@ def folder_stats(folder: str) -> dict:
         parent = pc.list_parent_indices(msgs).to_numpy()
         roles = pc.struct_field(flat, "role")
         lengths = pc.utf8_length(pc.struct_field(flat, "content")).to_numpy(zero_copy_only=False)
-        # A turn is one user message and the reply to it (ARCHITECTURE.md), so turns = user messages.
+        # A turn is one user message and the reply to it (docs/design.md#record), so turns = user messages.
         is_user = pc.equal(roles, "user").to_numpy(zero_copy_only=False)
         turns.add(np.bincount(parent[is_user], minlength=b.num_rows))
         for r in ROLES:

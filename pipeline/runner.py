@@ -12,16 +12,13 @@ import hashlib
 import importlib
 import json
 import os
-import platform
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-import yaml
-
 from . import report, shards
-from .schema import SCHEMA_VERSION
-from .stages.base import ConfigError, MapStage, Stage, StageContext, make_config, merge_counts
+from .config import ConfigError, load_config, make_config
+from .stages.base import MapStage, Stage, StageContext, merge_counts
 
 # name -> "module:Class"; imported lazily so a stage's heavy deps load only when it runs.
 STAGES = {
@@ -44,15 +41,6 @@ def get_stage(name: str) -> Stage:
 
 def redact(params: dict) -> dict:
     return {k: ("<redacted>" if k in SECRET_KEYS and v else v) for k, v in params.items()}
-
-
-def versions() -> dict:
-    import numpy
-    import pyarrow
-
-    from . import __version__
-    return {"turnforge": __version__, "python": platform.python_version(), "pyarrow": pyarrow.__version__,
-            "numpy": numpy.__version__, "schema": SCHEMA_VERSION}
 
 
 def _fingerprint(obj: Any) -> str:
@@ -137,7 +125,7 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
         "config": redact(params),
         "input": stage.describe_input(inp, cfg),
         "seed": seed,
-        "versions": versions(),
+        "versions": shards.versions(),
         "fingerprint": fp,
         "counts": counts,
         "accounting_ok": counts["in"] == counts["kept"] + counts["rejected_total"],
@@ -158,15 +146,6 @@ def _bar(total: int, done: int, desc: str, enabled: bool):
                 file=sys.stderr, leave=False)
 
 
-def load_config(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("stages", []), list) \
-            or not (cfg.get("stages") or cfg.get("mix")):
-        raise ConfigError(f"{path}: needs a `stages:` list (e.g. - name: extract) and/or a `mix:` section")
-    return cfg
-
-
 def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True,
           overrides: dict | None = None) -> dict:
     """`turnforge build`: every configured stage in order into OUT/stages/NN-name/."""
@@ -182,7 +161,7 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
         if not name:
             raise ConfigError(f"{config_path}: stages[{k - 1}] has no name")
         params = {**st, **(overrides or {}).get(name, {})}
-        if name == "mix":  # multi-input and global (SPEC R8-R10): writes OUT/final/, must come last
+        if name == "mix":  # multi-input and global: writes OUT/final/, must come last
             if k != len(entries):
                 raise ConfigError(f"{config_path}: mix must be the last stage")
             mix = _build_mix(params, prev, out, seed, progress)
@@ -197,7 +176,7 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
             print(f"[{k:02d}-{name}] in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
                   f"records_out={c['records_out']} -> {folder}", file=sys.stderr)
         prev = folder
-    manifest = {"config": os.path.abspath(config_path), "seed": seed, "versions": versions(),
+    manifest = {"config": os.path.abspath(config_path), "seed": seed, "versions": shards.versions(),
                 "funnel": funnel, "last_stage": os.path.relpath(prev, out) if prev else "final"}
     if mix is not None:
         manifest["mix"] = mix

@@ -1,4 +1,4 @@
-"""The one Arrow schema every stage reads and writes (ARCHITECTURE.md "One record").
+"""The one Arrow schema every stage reads and writes (docs/design.md#record).
 
 One row per conversation. `meta` is a typed struct so later stages (pii, dedup, quality,
 topic) fill known fields without a schema change; `meta.extra` keeps input fields the
@@ -25,7 +25,7 @@ MESSAGE = pa.struct(
         pa.field("role", pa.string(), nullable=False),
         pa.field("content", pa.string(), nullable=False),
         pa.field("turn", pa.int32(), nullable=False),
-        # P(same topic as the previous turn); null until the topic stage scores it (SPEC R5).
+        # P(same topic as the previous turn); null until the topic stage scores it.
         pa.field("topic_continuity", pa.float32()),
         pa.field("synthetic", pa.bool_(), nullable=False),
     ]
@@ -44,7 +44,7 @@ META = pa.struct(
         pa.field("end_time", pa.timestamp("ms", tz="UTC")),
         pa.field("source_file", pa.string()),
         pa.field("source_line", pa.int64()),
-        pa.field("trimmed_turns", pa.int32()),  # early turns dropped by tail selection (R1)
+        pa.field("trimmed_turns", pa.int32()),  # early turns dropped by tail selection
         pa.field("flags", pa.list_(pa.string())),  # repairs applied, markup flagged, ...
         pa.field("stages", pa.list_(pa.string())),  # stage trail
         pa.field("pii_counts", pa.list_(NAMED_SCORE)),
@@ -95,7 +95,7 @@ def empty_meta(**kw: Any) -> dict:
 
 
 def content_id(source: str, messages: Iterable[dict]) -> str:
-    """Stable id: hash of source + content (ARCHITECTURE.md), 16 bytes hex."""
+    """Stable id: hash of source + content, 16 bytes hex."""
     h = hashlib.blake2b(digest_size=16)
     h.update(source.encode())
     for m in messages:

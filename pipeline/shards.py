@@ -1,4 +1,4 @@
-"""Shard folders: the on-disk unit every stage writes (ARCHITECTURE.md "A build on disk").
+"""Shard folders: the on-disk unit every stage writes (docs/design.md#a-build-on-disk).
 
     DIR/data/*.arrow       kept records (Arrow IPC stream, SCHEMA)
     DIR/rejected/*.arrow   dropped records with stage and reason (REJECTED_SCHEMA)
@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from .schema import REJECTED_SCHEMA, SCHEMA
+from .schema import REJECTED_SCHEMA, SCHEMA, SCHEMA_VERSION
 
 SUCCESS = "_SUCCESS"
 
@@ -168,6 +168,17 @@ def iter_batches_of(path: str) -> Iterator[pa.RecordBatch]:
 def iter_records(folder: str, sub: str = "data") -> Iterator[dict]:
     for b in iter_batches(folder, sub):
         yield from b.to_pylist()
+
+
+def versions() -> dict:
+    """What made a folder: stamped into every manifest."""
+    import platform
+
+    import numpy
+
+    from . import __version__
+    return {"turnforge": __version__, "python": platform.python_version(), "pyarrow": pa.__version__,
+            "numpy": numpy.__version__, "schema": SCHEMA_VERSION}
 
 
 def load_manifest(folder: str) -> dict:

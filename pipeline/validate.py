@@ -6,8 +6,9 @@ import os
 from typing import TextIO
 
 from . import shards
+from .config import make_config
 from .schema import validate_record
-from .stages.base import StageContext, make_config
+from .stages.base import StageContext
 
 # Rejected rows that archive part of a kept record are not input errors.
 NOT_ERRORS = {"tail_trimmed", "leading_non_user", "trailing_unanswered"}

@@ -1,4 +1,4 @@
-"""Dedup stage (SPEC R2) on hand-made Chinese and English conversations."""
+"""Dedup stage on hand-made Chinese and English conversations."""
 import json
 
 import pytest
@@ -100,7 +100,7 @@ def test_semantic_catches_paraphrase_keeps_same_domain(tmp_path):
 
 
 def test_unknown_method_is_clear(tmp_path, corpus):
-    from pipeline.stages.base import ConfigError
+    from pipeline.config import ConfigError
     with pytest.raises(ConfigError, match="unknown \\['fuzzy'\\]"):
         run(tmp_path, corpus, methods="exact,fuzzy")
 

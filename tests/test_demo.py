@@ -7,7 +7,7 @@ import os
 
 from conftest import ROOT
 from pipeline import runner, shards
-from pipeline.pii.tools import scan_folder
+from pipeline.scan import scan_folder
 
 
 def test_demo_config_builds_end_to_end(tmp_path):

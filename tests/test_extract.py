@@ -1,4 +1,4 @@
-"""Extract stage (SPEC R1) on small inputs written here, Chinese and English."""
+"""Extract stage on small inputs written here, Chinese and English."""
 import json
 
 from conftest import assert_accounting, event, write_jsonl

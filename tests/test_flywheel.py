@@ -1,4 +1,4 @@
-"""Data flywheel (SPEC R7): `turnforge admit` admits a clean batch, refuses overlap, residual PII
+"""Data flywheel: `turnforge admit` admits a clean batch, refuses overlap, residual PII
 and garbage into quarantine, and records every check in pool.json."""
 import json
 import os
@@ -9,7 +9,7 @@ import yaml
 
 from conftest import SAMPLES, write_jsonl
 from pipeline import cli, flywheel, shards
-from pipeline.minhash import MinHasher
+from pipeline.dedup.minhash import MinHasher
 
 OPENAI = os.path.join(SAMPLES, "openai", "openai_chat.jsonl")
 STAGES = [{"name": "extract"}, {"name": "quality"}, {"name": "pii"}, {"name": "dedup", "methods": "exact,minhash"}]

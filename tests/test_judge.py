@@ -1,4 +1,4 @@
-"""LLM-as-judge evaluation harness (SPEC R15, pipeline/judge.py).
+"""LLM-as-judge evaluation harness (pipeline/judge.py, docs/judge.md).
 
 No real LLM runs here: the judge is the local HTTP stand-in tests/fake_openai.FakeAPI answering
 with tests/fake_judge.BiasedJudge, a SIMULATED judge with a known position bias (prefers the
@@ -17,7 +17,7 @@ from fake_judge import BiasedJudge
 from fake_openai import FakeAPI
 from pipeline.cli import main
 from pipeline.judge import length_controlled_win_rate, parse_score, parse_winner, run_judge
-from pipeline.stages.base import ConfigError
+from pipeline.config import ConfigError
 
 
 def bullets(n, word="point"):

@@ -1,4 +1,4 @@
-"""SPEC R12 loss definitions and R13 cap, on the seed's test vectors."""
+"""Per-turn loss definitions and the turn-loss cap on the design's test vectors (docs/design.md#loss)."""
 import torch
 
 from trainer.loss import micro_batch_loss, per_turn_sums, reduce, turn_means

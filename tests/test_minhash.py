@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from pipeline.minhash import (MinHasher, band_keys, candidate_pairs, candidate_probability, choose_bands,
-                              shingle_hash32, shingles)
+from pipeline.dedup.minhash import MinHasher, band_keys, candidate_pairs, candidate_probability, choose_bands
+from pipeline.shingles import shingle_hash32, shingles
 
 TEXTS = [
     ("今天北京天气怎么样？我想出去跑步。", "zh"),

@@ -1,4 +1,4 @@
-"""Mixing, SFT strategies and per-task validation (SPEC R8, R9, R10)."""
+"""Mixing, SFT strategies and per-task validation."""
 import json
 import os
 from collections import Counter
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pipeline import shards
-from pipeline.mix import (MixError, largest_remainder, parse_k, proportional, replay_for, sample, split_total,
-                          temperature, tier_decay)
+from pipeline.mixing.weights import (MixError, largest_remainder, parse_k, proportional, replay_for, sample,
+                                     split_total, temperature, tier_decay)
 from pipeline.schema import SCHEMA, empty_meta, to_batch
-from pipeline.stages.base import ConfigError
+from pipeline.config import ConfigError
 from pipeline.stages.mix import run_mix
 
 WORDS = [f"w{i}" for i in range(5000)]
@@ -68,7 +68,7 @@ def pools(m):
     return np.array([m["sources"][s]["train_pool"] for s in ("code", "math", "general")])
 
 
-# ----------------------------------------------------------------------------- formulas (R8)
+# ----------------------------------------------------------------------------- formulas
 
 def test_weight_formulas():
     n = [100, 400, 1600]
@@ -104,7 +104,7 @@ def test_sample_without_replacement_first():
     assert len(set(sample(np.arange(100), 40, np.random.default_rng(1)).tolist())) == 40
 
 
-# ----------------------------------------------------------------------------- multi_task (R8, R9.1)
+# ----------------------------------------------------------------------------- multi_task
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 def test_temperature_counts_match_formula(three, tmp_path, alpha):
@@ -170,7 +170,7 @@ def test_determinism(three, tmp_path):
     assert ids_of(str(tmp_path / "a" / "final" / "stage-1")) != ids_of(str(tmp_path / "c" / "final" / "stage-1"))
 
 
-# ----------------------------------------------------------------------------- strategies (R9)
+# ----------------------------------------------------------------------------- strategies
 
 def test_sequential_replay_share(three, tmp_path):
     cur = [["general"], {"domains": ["math"], "replay": 0.2}, {"domains": ["code"], "replay": 0.15, "total": 333}]
@@ -249,7 +249,7 @@ def test_empty_and_unfinished_sources(three, tmp_path):
         mix(three, tmp_path / "c", val_sizes={"math": 100})
 
 
-# ----------------------------------------------------------------------------- validation (R10)
+# ----------------------------------------------------------------------------- validation
 
 def test_domain_override_and_split_by_domain(tmp_path):
     rng = np.random.default_rng(5)

@@ -1,4 +1,4 @@
-"""`turnforge mix`, a build with a mix entry, and the ready strategy configs (SPEC R8-R10)."""
+"""`turnforge mix`, a build with a mix entry, and the ready strategy configs."""
 import glob
 import json
 import os
@@ -10,7 +10,7 @@ from test_mix import domain_folder
 
 from pipeline import shards
 from pipeline.cli import main
-from pipeline.stages.base import make_config
+from pipeline.config import make_config
 from pipeline.stages.mix import MixConfig
 
 
@@ -74,4 +74,4 @@ def test_ready_configs(path):
     mix = dict(cfg["mix"])
     c = make_config(MixConfig, mix)
     assert os.path.basename(path) == f"mix_{c.strategy}.yaml"
-    assert [s["name"] for s in cfg["stages"]][-1] == "dedup"  # mixing runs on de-duplicated data (R8)
+    assert [s["name"] for s in cfg["stages"]][-1] == "dedup"  # mixing runs on de-duplicated data

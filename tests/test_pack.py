@@ -1,4 +1,4 @@
-"""Tokenise + label mask + truncation + packing (SPEC R11, R12 4.c, R14)."""
+"""Tokenise + label mask + truncation + packing."""
 import numpy as np
 import pytest
 

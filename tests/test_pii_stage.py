@@ -1,4 +1,4 @@
-"""PII stage (SPEC R3): anonymisation, consistency, residual gate, scan / detect / eval tools."""
+"""PII stage: anonymisation, consistency, residual gate, scan / detect / eval tools."""
 import json
 import os
 import re
@@ -88,7 +88,7 @@ def test_pseudonyms_consistent_and_format_preserving(built):
 
 
 def test_checksum_scores_and_shape_only_still_found():
-    from pipeline.stages.pii import get_analyzer
+    from pipeline.pii import get_analyzer
     an = get_analyzer()
     ok = [f for f in an.analyze(f"身份证{ID_OK}", "zh") if f.entity_type == "CN_RESIDENT_ID"]
     bad = [f for f in an.analyze(f"身份证{ID_BAD}", "zh") if f.entity_type == "CN_RESIDENT_ID"]
@@ -146,7 +146,7 @@ def test_corpus_scope_shares_pseudonyms_across_conversations(tmp_path):
 
 
 def test_detect_and_eval_tools(tmp_path):
-    from pipeline.pii import tools
+    from pipeline import scan as tools
     data = tmp_path / "d.jsonl"
     rows = [{"text": f"联系我 {MOBILE} 或 {EMAIL}", "spans": [
                 {"entity_type": "PHONE_NUMBER", "start_position": 4, "end_position": 15},
@@ -163,7 +163,7 @@ def test_detect_and_eval_tools(tmp_path):
 
 
 def test_addresses_of_no_one_are_not_pii_and_short_maestro_cards_are():
-    from pipeline.stages.pii import get_analyzer
+    from pipeline.pii import get_analyzer
     an = get_analyzer()
     found = lambda t: [(f.entity_type, t[f.start:f.end]) for f in an.analyze(t, "zh")]  # noqa: E731
     for t in ("Redis({ host: '127.0.0.1' })", "listen on 0.0.0.0:8080", "ping ::1", "文档地址 192.0.2.10"):
@@ -176,7 +176,7 @@ def test_addresses_of_no_one_are_not_pii_and_short_maestro_cards_are():
 
 
 def test_cue_gated_phones_in_any_layout():
-    from pipeline.stages.pii import get_analyzer
+    from pipeline.pii import get_analyzer
     an = get_analyzer()
     phones = lambda t: [t[f.start:f.end] for f in an.analyze(t, "en") if f.entity_type == "PHONE_NUMBER"]  # noqa: E731
     assert phones("Personal Info:\nPhone:\n467 3395") == ["467 3395"]

@@ -1,4 +1,4 @@
-"""Quality stage (R4): each hard rule trips on crafted zh/en garbage, clean dialogues pass."""
+"""Quality stage: each hard rule trips on crafted zh/en garbage, clean dialogues pass."""
 import random
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 
 from conftest import assert_accounting, write_jsonl
 from pipeline import runner, shards
-from pipeline.quality import distinct_ngram_share, longest_letter_run, message_signals
-from pipeline.stages.base import ConfigError
+from pipeline.quality.signals import distinct_ngram_share, longest_letter_run, message_signals
+from pipeline.config import ConfigError
 
 CLEAN = [
     ("红烧肉怎么做才好吃？", "先把五花肉焯水，再小火炒糖色，加生抽老抽和热水炖一小时，最后大火收汁。"),

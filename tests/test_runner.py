@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, event, write_jsonl
 from pipeline import runner, shards
-from pipeline.stages.base import ConfigError
+from pipeline.config import ConfigError
 
 
 def make_inputs(d, n_files=4, sessions=60):

@@ -1,4 +1,4 @@
-"""Synthesis stage (SPEC R6): template follow-ups (zh/en), every check on crafted bad and good
+"""Synthesis stage: template follow-ups (zh/en), every check on crafted bad and good
 turns, the stage end to end against a local OpenAI-compatible server and with a tiny local HF
 model, budget, cache, accounting and the API key never written anywhere."""
 import json
@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_accounting, write_jsonl
 from fake_openai import FakeAPI, default_reply
 from pipeline import cli, runner, shards
-from pipeline.stages.base import ConfigError
+from pipeline.config import ConfigError
 from pipeline.synth import checks as C
 from pipeline.synth.followup import KINDS, TemplateFollowup, answer_features, fitting_kinds
 

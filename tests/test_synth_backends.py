@@ -1,4 +1,4 @@
-"""OpenAI-compatible client against a local HTTP server (SPEC R6): retries on 429/5xx/timeouts/
+"""OpenAI-compatible client against a local HTTP server: retries on 429/5xx/timeouts/
 malformed JSON, request budget, concurrency limit, content-addressed cache, token and cost
 accounting, and an API key that never leaks."""
 import os

@@ -1,4 +1,4 @@
-"""Topic-continuity discriminator and the `topic` stage (R5), with the real use-m3 embedder."""
+"""Topic-continuity discriminator and the `topic` stage, with the real use-m3 embedder."""
 import json
 import os
 

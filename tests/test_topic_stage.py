@@ -1,4 +1,4 @@
-"""The `topic` stage (R5) with the shipped model: pseudo share, determinism, split_at_switch."""
+"""The `topic` stage with the shipped model: pseudo share, determinism, split_at_switch."""
 import json
 import os
 
@@ -6,7 +6,7 @@ import pytest
 
 from conftest import SAMPLES, assert_accounting, write_jsonl
 from pipeline import runner, shards
-from pipeline.stages.base import ConfigError
+from pipeline.config import ConfigError
 from pipeline.stages.topic import pseudo_quota
 
 LABELLED = os.path.join(SAMPLES, "topic_shift", "labelled_turns.jsonl")

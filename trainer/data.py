@@ -2,7 +2,7 @@
 
 The order of global batches depends only on the data, the seed and the global batch size in
 rows (micro_batch_size x grad_accum x world_size), never on how a global batch is split over
-ranks and accumulation steps (SPEC R12 4.d): global batch t is rows [t*G, (t+1)*G) of an
+ranks and accumulation steps (docs/design.md#loss 4.d): global batch t is rows [t*G, (t+1)*G) of an
 endless stream of per-epoch permutations drawn from (seed, epoch).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-turn loss (SPEC R12, R13).
+"""Per-turn loss (docs/design.md#loss, docs/design.md#gradient-stability).
 
 A *turn* is one user message and the assistant reply that answers it. For turn i, l_i is the
 sum of its token losses and n_i its number of supervised tokens.
@@ -11,7 +11,7 @@ sum of its token losses and n_i its number of supervised tokens.
   contributes sum_i l_i/n_i, and the step divides once by the global turn count T_global
   (see `micro_batch_loss`).
 
-Seed test vectors (SPEC R12):
+Test vectors (docs/design.md#loss):
 
 >>> import torch
 >>> tok = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.5, 0.5]); tid = torch.tensor([0, 0, 1, 1, 1, 1])
@@ -48,7 +48,7 @@ def per_turn_sums(token_loss: torch.Tensor, turn_id: torch.Tensor, num_turns: in
 
 
 def turn_means(l: torch.Tensor, n: torch.Tensor, cap: float | None = None) -> torch.Tensor:
-    """l_i / n_i, optionally capped (SPEC R13): a turn whose mean loss exceeds `cap` counts as
+    """l_i / n_i, optionally capped: a turn whose mean loss exceeds `cap` counts as
     `cap`, with its gradient scaled by cap / mean rather than zeroed, so an abnormal turn still
     learns but cannot dominate the step."""
     m = l / n.clamp_min(1)
@@ -74,7 +74,7 @@ def reduce(l: torch.Tensor, n: torch.Tensor, mode: str = "turn_mean", cap: float
 
 def micro_batch_loss(l: torch.Tensor, n: torch.Tensor, mode: str, global_count: float, world_size: int,
                      cap: float | None = None) -> torch.Tensor:
-    """SPEC R12 4.d: the loss one micro-batch backpropagates.
+    """docs/design.md#loss 4.d: the loss one micro-batch backpropagates.
 
     turn_mean: sum_i(l_i/n_i) * world_size / T_global; token_mean: sum_i l_i * world_size /
     N_global. DDP then averages gradients over ranks (divides by world_size) and accumulation

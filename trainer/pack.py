@@ -1,10 +1,10 @@
-"""Tokenise conversations and pack them into fixed-length rows (SPEC R11, R14).
+"""Tokenise conversations and pack them into fixed-length rows.
 
 Rendering: the conversation is rendered to text with a chat template (the tokenizer's own, or a
 named one such as `chatml`), each message's content is located in the rendered text, and the
 text is tokenised once with character offsets. Tokens that start inside an assistant message's
 content, plus the end-of-turn token right after it, are supervised; everything else (system,
-user, tool, template markup) gets label -100 (R11). Every supervised token carries its turn id.
+user, tool, template markup) gets label -100 (docs/design.md#label-mask). Every supervised token carries its turn id.
 One code path serves any template, because labels come from character spans, not from
 re-tokenising pieces.
 
@@ -13,8 +13,8 @@ Truncation keeps the tail: whole early turns are dropped until the conversation 
 rejected (`too_long`), never cut mid-answer.
 
 Packing: best-fit-decreasing over a window of documents; position ids restart at 0 for every
-document, turn ids are renumbered 0..T-1 per row so no two documents share a turn (R12 4.c),
-and per-document lengths are stored so attention can be kept inside documents (R14).
+document, turn ids are renumbered 0..T-1 per row so no two documents share a turn,
+and per-document lengths are stored so attention can be kept inside documents.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def load_tokenizer(model: str):
 
 
 def resolve_template(tokenizer, template: str) -> str:
-    from .tiny import TEMPLATES
+    from pipeline.templates import TEMPLATES
 
     if template == "auto":
         return tokenizer.chat_template or TEMPLATES["chatml"]
@@ -159,7 +159,7 @@ class Encoder:
         return out
 
     def _truncate(self, msgs: list[dict], spans, starts: np.ndarray) -> dict | str:
-        """Drop whole early turns until it fits (keep the tail, SPEC R1/R11). The first try is
+        """Drop whole early turns until it fits (keep the tail, docs/design.md#extraction). The first try is
         the earliest turn whose tail fits by the full rendering's token counts, so a long
         conversation is re-tokenised about once, not once per dropped turn."""
         n_sys = 0

@@ -15,15 +15,11 @@ import glob
 import json
 import os
 
+from pipeline.templates import CHATML
+
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny-tokenizer")
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# ChatML, the template the tiny tokenizer ships with and the default named template.
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-TEMPLATES = {"chatml": CHATML}
 
 TINY_MODEL = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=4, max_position_embeddings=4096, rms_norm_eps=1e-6,

@@ -1,10 +1,10 @@
-"""The training loop: packed shards in, Hugging Face checkpoints out (SPEC R10-R14).
+"""The training loop: packed shards in, Hugging Face checkpoints out.
 
     turnforge train CONFIG.yaml [--set key=value ...]
     torchrun --nproc_per_node=2 $(which turnforge) train CONFIG.yaml      # data parallel
 
 One optimizer step = one global batch of micro_batch_size x grad_accum x world_size packed
-rows. The loss follows SPEC R12 4.d: the step's turn count is summed over all its
+rows. The loss follows docs/design.md#loss 4.d: the step's turn count is summed over all its
 micro-batches and ranks before the forward pass, each micro-batch backpropagates
 sum_i(l_i/n_i) * world_size / T_global, and DDP's gradient mean then yields exactly the
 single-process turn mean.
@@ -51,7 +51,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables
     seed: int = 0
     loss: str = "turn_mean"  # turn_mean | token_mean
-    turn_loss_cap: float | None = None  # SPEC R13
+    turn_loss_cap: float | None = None  # docs/design.md#gradient-stability
     eval_every: int = 0  # steps; 0: only at the end of each stage
     early_stop_patience: int = 0  # evals without improvement on any task before a stage stops; 0: off
     length_buckets: list = field(default_factory=lambda: [32, 128])  # turn lengths (tokens) for bucketed val loss
@@ -184,7 +184,7 @@ def lr_lambda(cfg: TrainConfig, total: int):
 
 def forward_losses(model, mb: MicroBatch, autocast):
     """(l, n) per turn of one micro-batch: no attention mask, position ids restart per
-    document, so attention stays inside each document (SPEC R14)."""
+    document, so attention stays inside each document (docs/design.md#packing)."""
     with autocast:
         logits = model(input_ids=mb.input_ids, position_ids=mb.position_ids).logits
     tl = token_losses(logits, mb.labels)
@@ -357,7 +357,7 @@ def train(cfg: TrainConfig) -> dict:
                      for m in range(cfg.grad_accum * dist.world)]
             mine = [collate([data.row(int(i)) for i in micro[a * dist.world + dist.rank]], pad_id).to(dist.device)
                     for a in range(cfg.grad_accum)]
-            # SPEC R12 4.d: the global count is known before the forward pass.
+            # docs/design.md#loss 4.d: the global count is known before the forward pass.
             local = sum(mb.n_turns if cfg.loss == "turn_mean" else mb.n_supervised for mb in mine)
             counts = dist.sum(torch.tensor([float(local), float(sum(mb.n_tokens for mb in mine))],
                                            dtype=torch.float64, device=dist.device))
@@ -436,7 +436,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def grid(cfg: TrainConfig) -> dict:
-    """DMT grid search (SPEC R9): train stage-1 once, then stage-2 for every k folder from the
+    """DMT grid search: train stage-1 once, then stage-2 for every k folder from the
     stage-1 weights; report per-task validation of each."""
     s1 = os.path.join(cfg.data, "stage-1")
     ks = sorted(p for p in glob.glob(os.path.join(cfg.data, "stage-2", "k=*")) if os.path.isdir(p))

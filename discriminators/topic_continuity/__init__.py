@@ -1,1 +1,1 @@
-"""Topic-continuity discriminator (R5): P(message i continues the topic before it)."""
+"""Topic-continuity discriminator: P(message i continues the topic before it)."""

@@ -1,4 +1,4 @@
-"""Labelled dialogues for the topic-continuity discriminator (R5), and spliced pseudo multi-turn.
+"""Labelled dialogues for the topic-continuity discriminator, and spliced pseudo multi-turn.
 
 A `Dialogue` is texts + roles + per-message labels: 1 = the message switches topic, 0 = it
 continues, -1 = unlabelled (always the first message). Readers:

@@ -1,4 +1,4 @@
-"""Features of "does message i continue the topic of the messages before it?" (R5).
+"""Features of "does message i continue the topic of the messages before it?".
 
 One row per message after the first. Everything is computed for a whole batch of dialogues at
 once: embeddings in one encoder call, cosines as row-wise dot products, context vectors by a
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.minhash import shingle_hashes
+from pipeline.shingles import shingle_hashes
 from pipeline.text import _CJK_RE2, _LATIN_WORD_RE2, ZH_CHARS_PER_WORD
 
 EMBED_CHARS = 512  # the head of a message carries its topic; long code answers cost no more
@@ -63,7 +63,7 @@ ACK_MAX_CHARS = 20  # an acknowledgement ("谢谢！", "thanks, got it") is at m
 
 def acknowledgement(X: np.ndarray) -> np.ndarray:
     """Rows that are a short thanks / ok with no question: they close a topic, they never open
-    one, so they are not switches (R5: a switch is the user starting something new). Chats in
+    one, so they are not switches (a switch is the user starting something new). Chats in
     the training data rarely carry them, so the rule is explicit rather than learned."""
     col = FEATURES.index
     return ((X[:, col("closing")] > 0) & (X[:, col("question")] == 0)

@@ -1,5 +1,5 @@
 """The topic-continuity model: scaler + logistic regression or a small MLP, Platt-calibrated,
-with an operating threshold chosen on validation data for switch-class F1 (R5).
+with an operating threshold chosen on validation data for switch-class F1.
 
 Saved as ``model.json`` (schema version, features, embedder, threshold, calibration, training
 record) and ``weights.npz`` (arrays only): no pickle, so loading a model runs no code, and

@@ -1,4 +1,4 @@
-"""`turnforge discriminator train | eval | predict` (R5)."""
+"""`turnforge discriminator train | eval | predict`."""
 from __future__ import annotations
 
 import json

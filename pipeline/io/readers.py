@@ -1,4 +1,4 @@
-"""Streaming readers for the input formats turnforge accepts (issue 2, SPEC R1).
+"""Streaming readers for the input formats turnforge accepts.
 
 Every reader yields `Item`s, one per input unit (a JSONL line, a JSON array element, a CSV or
 Parquet row), without loading the file: memory stays flat as input grows. A unit that cannot

@@ -1,4 +1,4 @@
-"""Replace detected PII with placeholders or consistent, format-preserving pseudonyms (SPEC R3).
+"""Replace detected PII with placeholders or consistent, format-preserving pseudonyms.
 
 A pseudonym is drawn from a generator seeded by a keyed hash of (scope, entity type, value),
 so the same value becomes the same fake everywhere in its scope (one conversation, or a whole

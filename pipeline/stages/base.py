@@ -1,4 +1,4 @@
-"""What a stage is (ARCHITECTURE.md "Stages").
+"""What a stage is (docs/design.md#stage-contract).
 
 A stage is a small object with a typed config (a dataclass) that turns input into record
 batches while a `StageContext` counts every input unit in and out, with a reason for each one
@@ -18,47 +18,17 @@ from collections import Counter
 from typing import Any, Iterator
 
 import pyarrow as pa
-import yaml
 
 from .. import shards
+from ..config import ConfigError
 from ..schema import REJECTED_SCHEMA, rejected_row
 
-# Records dropped before the pii stage still hold raw text: owner-only files (issue 5, item 3).
+# Records dropped before the pii stage still hold raw text: owner-only files.
 REJECTED_MODE = 0o600
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class StageFailed(RuntimeError):
     """A stage's own red line tripped (e.g. residual PII): no _SUCCESS is written."""
-
-
-def make_config(cls, values: dict[str, Any]):
-    """Build a stage config dataclass, naming unknown keys and wrong types clearly."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
-    cfg = cls(**values)
-    if hasattr(cfg, "check"):
-        cfg.check()
-    return cfg
-
-
-def parse_set(pairs: list[str]) -> dict[str, Any]:
-    """`--set key=value` pairs; values are read as YAML scalars/lists (3, 0.5, true, [a, b])."""
-    out: dict[str, Any] = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise ConfigError(f"--set {p!r}: expected key=value")
-        k, v = p.split("=", 1)
-        try:
-            out[k.strip()] = yaml.safe_load(v) if v != "" else ""
-        except yaml.YAMLError:
-            out[k.strip()] = v
-    return out
 
 
 class StageContext:

@@ -1,9 +1,9 @@
-"""Dedup stage (SPEC R2): exact, near (MinHash LSH + conversation prefixes) and semantic
+"""Dedup stage: exact, near (MinHash LSH + conversation prefixes) and semantic
 (embedding) duplicates of whole conversations.
 
 Map (streaming over the input parts): per conversation an exact key (NFKC, case-folded,
 letters/digits only, per message with its role), prefix keys at every turn boundary, a MinHash
-signature (pipeline.minhash, vectorised per batch) and, for the semantic method, an embedding.
+signature (pipeline/dedup/minhash.py, vectorised per batch) and, for the semantic method, an embedding.
 Reduce, in order, each method on what the previous ones kept:
  1. exact: equal exact keys;
  2. near: a conversation whose turns are a prefix of a longer one from the same source, and
@@ -17,11 +17,8 @@ near_dup / semantic_dup and the kept id. Kept records carry `meta.dedup_cluster`
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import unicodedata
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -29,9 +26,12 @@ import numpy as np
 import pyarrow as pa
 
 from .. import shards
-from ..minhash import MinHasher, UnionFind, band_keys, candidate_pairs, choose_bands
+from ..config import ConfigError
+from ..dedup import semantic
+from ..dedup.keys import conversation_keys, conversation_text, keep_score
+from ..dedup.minhash import MinHasher, band_keys, candidate_pairs, choose_bands, components, datasketch_pairs
 from ..schema import SCHEMA
-from .base import ConfigError, Stage, StageContext, decided_batches, part_tasks, with_meta
+from .base import Stage, StageContext, decided_batches, part_tasks, with_meta
 
 METHODS = ("exact", "minhash", "semantic")
 DECISIONS = pa.schema([("part", pa.int32()), ("row", pa.int32()), ("reason", pa.string()),
@@ -77,41 +77,6 @@ class DedupConfig:
             raise ConfigError(f"dedup.lsh: {self.lsh!r} not in bands|datasketch")
 
 
-def _exact_text(s: str) -> str:
-    s = unicodedata.normalize("NFKC", s).casefold()
-    return "".join(ch for ch in s if unicodedata.category(ch)[0] in "LN")
-
-
-def _keys(rec: dict) -> tuple[bytes, list[bytes]]:
-    """Exact key of the whole conversation and the keys of its proper prefixes at turn ends."""
-    h = hashlib.blake2b(rec["source"].encode(), digest_size=16)
-    prefixes = []
-    msgs = rec["messages"]
-    for i, m in enumerate(msgs):
-        h.update(b"\x1e" + m["role"].encode() + b"\x1f" + _exact_text(m["content"]).encode())
-        nxt = msgs[i + 1] if i + 1 < len(msgs) else None
-        if nxt is not None and nxt["role"] == "user" and m["role"] != "system":
-            prefixes.append(h.copy().digest())
-    return h.digest(), prefixes
-
-
-def _text(rec: dict) -> str:
-    return "\n".join(m["content"] for m in rec["messages"])
-
-
-def _score(rec: dict, keep: str) -> tuple:
-    n_turns = max((m["turn"] for m in rec["messages"]), default=-1) + 1
-    n_chars = sum(len(m["content"]) for m in rec["messages"])
-    if keep == "newest":
-        t = (rec["meta"] or {}).get("end_time")
-        return (t.timestamp() if t is not None else -math.inf, n_turns, n_chars)
-    if keep == "quality":
-        q = (rec["meta"] or {}).get("quality") or []
-        vals = [x["value"] for x in q if x.get("value") is not None]
-        return (float(np.mean(vals)) if vals else -math.inf, n_turns, n_chars)
-    return (n_turns, n_chars)
-
-
 class Dedup(Stage):
     name = "dedup"
     Config = DedupConfig
@@ -137,10 +102,10 @@ class Dedup(Stage):
             row = 0
             for b in shards.iter_batches_of(part):
                 for rec in b.to_pylist():
-                    full, prefixes = _keys(rec)
+                    full, prefixes = conversation_keys(rec)
                     ids.append(rec["id"])
                     sources.append(rec["source"])
-                    scores.append(_score(rec, cfg.keep))
+                    scores.append(keep_score(rec, cfg.keep))
                     where.append((pi, row))
                     exact.append(full)
                     lengths.append(len(prefixes) + 1)
@@ -149,12 +114,12 @@ class Dedup(Stage):
                         if j is None or lengths[j] < lengths[n]:
                             prefix_of[k] = n
                     if "minhash" in methods:
-                        texts.append(_text(rec))
+                        texts.append(conversation_text(rec))
                         langs.append(rec["lang"])
                         if len(texts) >= cfg.batch:
                             flush()
                     if "semantic" in methods:
-                        emb_texts.append(_text(rec)[: cfg.embed_chars])
+                        emb_texts.append(conversation_text(rec)[: cfg.embed_chars])
                     row += 1
                     n += 1
         flush()
@@ -207,7 +172,7 @@ class Dedup(Stage):
                 est = (sig[idx[pairs[:, 0]]] == sig[idx[pairs[:, 1]]]).mean(axis=1)
                 good = pairs[est >= cfg.threshold]
                 stats["lsh_verified"] = int(len(good))
-                groups = _components(len(idx), good)
+                groups = components(len(idx), good)
                 stats["near_clusters"] = resolve(
                     [[int(idx[i]) for i in g] for g in groups], "near_dup",
                     lambda i, b: f"jaccard~{(sig[i] == sig[b]).mean():.2f} with {ids[b]}")
@@ -239,18 +204,9 @@ class Dedup(Stage):
     def _candidates(self, sig, b, r, cfg):
         if cfg.lsh == "bands":
             return candidate_pairs(band_keys(sig, b, r))
-        from datasketch import MinHash, MinHashLSH
-
-        lsh = MinHashLSH(num_perm=cfg.num_perm, params=(b, r))
-        ms = [MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashvalues=s, scheme="affine32") for s in sig]
-        for i, m in enumerate(ms):
-            lsh.insert(i, m)
-        pairs = {tuple(sorted((i, j))) for i, m in enumerate(ms) for j in lsh.query(m) if j != i}
-        return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+        return datasketch_pairs(sig, b, r, cfg.seed)
 
     def _semantic(self, texts, alive, cfg, resolve, ids) -> dict:
-        from sklearn.cluster import KMeans
-
         from ..embed import get_embedder
 
         idx = np.flatnonzero(alive)
@@ -258,21 +214,11 @@ class Dedup(Stage):
             return {"semantic_clusters": 0}
         emb = get_embedder(cfg.embedder, cache_dir=cfg.cache_dir)
         X = emb.encode([texts[i] for i in idx])
-        k = cfg.clusters or max(1, math.ceil(len(idx) / 300))
-        k = min(k, len(idx))
-        labels = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed, max_iter=50).fit_predict(X) if k > 1 \
-            else np.zeros(len(idx), dtype=np.int64)
-        pairs, sims = [], {}
-        for c in range(k):
-            mem = np.flatnonzero(labels == c)
-            if len(mem) < 2:
-                continue
-            S = X[mem] @ X[mem].T  # cluster-local: ~ n * cluster size overall
-            a, b = np.nonzero(np.triu(S >= 1 - cfg.eps, 1))
-            for x, y in zip(a, b):
-                pairs.append((mem[x], mem[y]))
-                sims[(int(idx[mem[x]]), int(idx[mem[y]]))] = float(S[x, y])
-        groups = _components(len(idx), np.array(pairs, dtype=np.int64).reshape(-1, 2))
+        k = semantic.n_clusters(len(idx), cfg.clusters)
+        labels = semantic.kmeans_labels(X, k, cfg.seed)
+        pairs, cos = semantic.cluster_pairs(X, labels, k, cfg.eps)
+        sims = {(int(idx[x]), int(idx[y])): c for (x, y), c in zip(pairs.tolist(), cos.tolist())}
+        groups = components(len(idx), pairs)
 
         def info(i, b):
             s = sims.get((min(i, b), max(i, b)))
@@ -306,12 +252,3 @@ class Dedup(Stage):
         with open(os.path.join(folder, ".work", "prepared.json")) as f:
             return {"dedup": json.load(f)}
 
-
-def _components(n: int, pairs: np.ndarray) -> list[list[int]]:
-    uf = UnionFind(n)
-    for a, b in pairs.tolist():
-        uf.union(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in np.unique(pairs).tolist() if len(pairs) else []:
-        groups.setdefault(uf.find(i), []).append(i)
-    return list(groups.values())

@@ -1,4 +1,4 @@
-"""Extract stage (SPEC R1): raw logs and SFT files -> conversations in the record schema.
+"""Extract stage: raw logs and SFT files -> conversations in the record schema.
 
 Per conversation, in this order (each rule is counted in the manifest under `repairs` or
 `rejected`):
@@ -37,11 +37,12 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from .. import shards
+from ..config import ConfigError
 from ..io.readers import (FORMATS, Item, expand_paths, iter_items, parse_timestamp,
                           resolve_event_fields, sniff_format)
 from ..schema import SCHEMA, content_id, empty_meta
 from ..text import clean_markup, detect_lang
-from .base import ConfigError, Stage, StageContext, Task
+from .base import Stage, StageContext, Task
 
 DEFAULT_ROLE_MAP = {
     "user": "user", "human": "user", "customer": "user", "client": "user", "prompter": "user",
@@ -248,7 +249,7 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         base = str(sid) if sid is not None else f"user:{uid}"
         key = base
         s = open_.get(key)
-        if s is not None and ts - s["last"] > cfg.session_gap_s:  # SPEC R1: split on inactivity
+        if s is not None and ts - s["last"] > cfg.session_gap_s:  # split on inactivity
             yield emit(key)
             s = None
         if s is None:
@@ -274,7 +275,7 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         yield emit(k)
 
 
-# ------------------------------------------------------------------ normalisation (R1)
+# ------------------------------------------------------------------ normalisation
 
 def _archive(ctx: StageContext, conv: _Conv, msgs: list[_Msg], reason: str, detail: str) -> None:
     """Messages cut from a conversation that is otherwise kept go to rejected/ too."""

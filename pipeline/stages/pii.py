@@ -1,4 +1,4 @@
-"""PII stage (SPEC R3): anonymise every message, then re-scan; residual PII is a red line.
+"""PII stage: anonymise every message, then re-scan; residual PII is a red line.
 
 Detection is `pipeline.pii.analyzer.PiiAnalyzer` (presidio with the team's Chinese recognizers
 and secrets recognizers, pattern-based, offline). Every finding is replaced by
@@ -19,30 +19,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from ..config import ConfigError
 from ..schema import SCHEMA
-from .base import ConfigError, MapStage, StageFailed, with_meta
+from ..pii import get_analyzer
+from .base import MapStage, StageFailed, with_meta
 
 DEV_SALT = "turnforge-dev-pii-salt"
-# presidio also knows these, but in chat data they are content, not personal data: every
-# date, every plain link, UUIDs and MAC addresses in code. Name them in `entities` to use them.
-NOT_BY_DEFAULT = {"URL", "DATE_TIME", "UUID", "MAC_ADDRESS"}
-_ANALYZERS: dict = {}
-
-
-def get_analyzer(entities=None, spacy: bool = False, min_score: float = 0.4):
-    from ..pii.analyzer import PiiAnalyzer
-
-    if not entities:
-        key_all = ("__all__", spacy, min_score)
-        if key_all not in _ANALYZERS:
-            _ANALYZERS[key_all] = PiiAnalyzer(entities=None, spacy=spacy, min_score=min_score)
-        entities = [e for e in _ANALYZERS[key_all].entity_types if e not in NOT_BY_DEFAULT]
-    key = (tuple(sorted(entities)), spacy, min_score)
-    if key not in _ANALYZERS:
-        _ANALYZERS[key] = PiiAnalyzer(entities=list(entities), spacy=spacy, min_score=min_score)
-    return _ANALYZERS[key]
-
-
 @dataclass
 class PiiConfig:
     entities: list | None = None  # anonymise these (default: everything the analyzer detects)

@@ -1,4 +1,4 @@
-"""Stage `synth` (SPEC R6): grow single-turn Q/A into multi-turn dialogues.
+"""Stage `synth`: grow single-turn Q/A into multi-turn dialogues.
 
 For every conversation that ends with an assistant reply and has fewer than `max_turns` user
 turns: generate the next user turn (a template that fits the previous answer, or a strong model
@@ -31,7 +31,8 @@ from ..schema import SCHEMA
 from ..synth import checks as C
 from ..synth.backends import BackendError, BudgetExhausted, default_cache_dir
 from ..synth.followup import TemplateFollowup, model_followup_prompt, reply_prompt, seed_lang
-from .base import ConfigError, MapStage, StageContext, with_meta
+from ..config import ConfigError
+from .base import MapStage, StageContext, with_meta
 
 BACKENDS = ("openai", "hf")
 FOLLOWUPS = ("template", "model")

@@ -1,4 +1,4 @@
-"""Stage `topic` (R5): score topic continuity, keep true multi-turn, control pseudo multi-turn.
+"""Stage `topic`: score topic continuity, keep true multi-turn, control pseudo multi-turn.
 
 prepare (once, over all parts): the discriminator scores every message after the first
 (system messages are not scored and are not context); a conversation with a switch on a
@@ -28,8 +28,9 @@ import numpy as np
 import pyarrow as pa
 
 from .. import shards
+from ..config import ConfigError
 from ..schema import SCHEMA
-from .base import ConfigError, Stage, StageContext, decided_batches, part_tasks, with_meta
+from .base import Stage, StageContext, decided_batches, part_tasks, with_meta
 
 POLICIES = ("ratio", "split_at_switch")
 
@@ -71,7 +72,7 @@ def _rank(seed: int, rid: str) -> int:
 
 
 def pseudo_quota(n_true: int, n_pseudo: int, ratio: float) -> int:
-    """Pseudo conversations to keep so that kept / (n_true + kept) is ``ratio`` (R5)."""
+    """Pseudo conversations to keep so that kept / (n_true + kept) is ``ratio``."""
     if ratio <= 0 or n_pseudo == 0:
         return 0
     return int(min(n_pseudo, round(ratio * n_true / (1.0 - ratio))))

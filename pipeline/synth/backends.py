@@ -1,7 +1,7 @@
-"""Response backends for synthesis (SPEC R6): an OpenAI-compatible chat-completions client and a
+"""Response backends for synthesis: an OpenAI-compatible chat-completions client and a
 local Hugging Face causal LM.
 
-Nothing reaches the network unless a config names an endpoint (ARCHITECTURE.md "Offline"): the
+Nothing reaches the network unless a config names an endpoint (docs/design.md#invariants): the
 client needs an explicit `base_url`, and the HF backend loads from a local path only.
 
 `OpenAICompatClient` (vLLM, Ollama, OpenAI, DeepSeek, ... all speak POST {base_url}/chat/completions):
@@ -303,7 +303,7 @@ class HFBackend(Backend):
         self.tok, self.model = _HF_MODELS[key]
 
     def _render(self, messages: list[dict]) -> str:
-        from trainer.tiny import CHATML
+        from ..templates import CHATML
 
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         return self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,

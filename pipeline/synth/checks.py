@@ -1,10 +1,10 @@
-"""Checks on every generated turn (SPEC R6: knowledge leakage, role markers, format
+"""Checks on every generated turn (knowledge leakage, role markers, format
 consistency, style alignment).
 
 Each check is a small function that returns None (pass) or a short reason (fail). All of them
 work on Chinese and English alike: no `\\b` (it means nothing between CJK characters), and
 overlaps are measured on char 3-grams for Chinese and word 3-grams for English, the same
-shingles `pipeline.minhash` hashes for dedup.
+shingles `pipeline.shingles` hashes for dedup.
 
 `run_checks` runs every enabled check on one generated message (not stopping at the first
 failure, so the stage can report a pass rate per check) and returns {name: reason} of the
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..minhash import shingle_hashes
+from ..shingles import shingle_hashes
 from ..text import TEMPLATE_TOKENS
 
 CHECKS = ("empty", "truncated", "role_marker", "boilerplate", "repeated", "language", "format",

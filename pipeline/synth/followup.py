@@ -1,4 +1,4 @@
-"""Follow-up generators: the next user turn of a growing dialogue (SPEC R6).
+"""Follow-up generators: the next user turn of a growing dialogue.
 
 `TemplateFollowup` picks one of seven kinds that fit the previous answer (clarify, go deeper,
 counter-example, apply to a new case, compare, ask for code/steps, summarise) and fills a

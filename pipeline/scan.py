@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Iterator, TextIO
 
 
 def _analyzer(entities=None, spacy=False, min_score=0.4):
-    from ..stages.pii import get_analyzer
+    from .pii import get_analyzer
 
     return get_analyzer(entities, spacy, min_score)
 
 
 def scan_folder(folder: str, out: TextIO, limit: int = 20, entities=None) -> int:
     """Scan every message of a shard folder (or a build's last stage); return #findings."""
-    from .. import shards
+    from . import shards
 
     if not os.path.isdir(os.path.join(folder, "data")) and os.path.exists(os.path.join(folder, "manifest.json")):
         folder = os.path.join(folder, shards.load_manifest(folder)["last_stage"])
@@ -61,7 +61,7 @@ def _read_json_or_jsonl(path: str) -> Iterator[dict]:
 
 def detect_file(inp: str, out_path: str, lang: str = "auto") -> int:
     """Add `pii: [{entity_type, start, end, score}]` to every line that has a `text`."""
-    from ..text import detect_lang
+    from .text import detect_lang
     import pyarrow as pa
 
     an = _analyzer()

@@ -1,25 +1,18 @@
-"""Vectorised shingling and MinHash signatures, bit-identical to datasketch (SPEC R2).
+"""Character and word n-gram ("shingle") hashes for Chinese and English text, vectorised.
 
-datasketch's `MinHash.update` hashes every shingle with SHA-1 in a Python call and applies
-the permutations one shingle at a time; that is the whole cost of MinHash dedup. Here a batch
-of texts becomes one array of code points, shingle hashes are computed for all shingles at
-once with a polynomial hash over uint64 (no Python loop per shingle or token), and the
-permutations of datasketch's default scheme ("affine32": MurmurHash3 fmix32 pre-mix, then
-a*h + b mod 2^32 with seed-drawn odd a) are applied to the whole batch with a segmented
-minimum per text.
-
-Bit-identity: `signatures(texts, langs)` equals, for every text,
-``datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash32)`` updated with
-``[s.encode() for s in shingles(text, lang)]`` (tests/test_minhash.py checks it). With
-``hash="sha1"`` the shingles are hashed with datasketch's default `sha1_hash32` instead (a
-Python loop, kept for interoperability with sketches made by plain datasketch), and then the
-signature equals a default ``datasketch.MinHash(num_perm, seed)``.
+The text features of dedup (MinHash), quality (repetition) and topic continuity (overlap) all
+start from the same shingles, so their definition lives here, in the core.
 
 Shingles (Chinese and English alike, no `\\b`): text is NFKC-normalised and case-folded, and
 only letters, digits and CJK characters are kept. `zh`/`mixed`/`other` records use character
 n-grams over what is left (whitespace and punctuation dropped, so full-width and punctuation
 variants collide); `en` records use word n-grams (words = runs of letters/digits). A text
 shorter than n units yields one shingle of all its units.
+
+A batch of texts becomes one array of code points and the hashes of all its shingles are
+computed at once with a polynomial hash over uint64: no Python loop per shingle or token.
+`shingles()` is the per-text reference definition; `shingle_hash32` hashes one of its strings
+to the value the vectorised path gives (tests/test_minhash.py checks both agree).
 """
 from __future__ import annotations
 
@@ -35,8 +28,6 @@ P = np.uint64(0x100000001B3)  # FNV-64 prime: polynomial base over code points
 Q = np.uint64(0x9E3779B97F4A7C15 | 1)  # base over word hashes
 MIX = np.uint64(0xD6E8FEB86659FD93)  # final multiplicative fold to 32 bits
 U64 = np.uint64
-FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
-MAX32 = np.uint32(0xFFFFFFFF)
 
 
 @lru_cache(maxsize=1)
@@ -62,7 +53,7 @@ def _is_kept(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "LN"
 
 
-def _kept(cp: np.ndarray) -> np.ndarray:
+def kept_mask(cp: np.ndarray) -> np.ndarray:
     keep = np.zeros(len(cp), dtype=bool)
     bmp = cp < 0x10000
     keep[bmp] = _keep_table()[cp[bmp]]
@@ -186,7 +177,7 @@ def _inverse_mod64(x: int) -> int:
     return pow(x, -1, 1 << 64)
 
 
-def _concat(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def concat_codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Code points of all texts joined by NUL (never kept, so nothing crosses a text), and
     the start offset of each text."""
     lens = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts))
@@ -195,15 +186,15 @@ def _concat(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _char_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    cp, starts = _concat(texts)
-    pos = np.flatnonzero(_kept(cp))
+    cp, starts = concat_codepoints(texts)
+    pos = np.flatnonzero(kept_mask(cp))
     seg = np.searchsorted(starts, pos, "right") - 1
     return _segmented_ngrams(cp[pos].astype(np.uint64), seg, len(texts), n, P)
 
 
 def _word_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    cp, starts = _concat(texts)
-    keep = _kept(cp)
+    cp, starts = concat_codepoints(texts)
+    keep = kept_mask(cp)
     wstart = np.flatnonzero(keep & ~np.r_[False, keep[:-1]])
     if len(wstart) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
@@ -241,143 +232,3 @@ def shingle_hashes(texts: Sequence[str], langs: Sequence[str], n_char: int = 3, 
     i = np.concatenate(out_i)
     order = np.argsort(i, kind="stable")
     return _fold32(h[order]), i[order]
-
-
-class MinHasher:
-    """Signatures for batches of texts, bit-identical to datasketch (see module doc)."""
-
-    def __init__(self, num_perm: int = 128, seed: int = 1, n_char: int = 3, n_word: int = 3, hash: str = "poly",
-                 chunk: int = 1 << 16):
-        if hash not in ("poly", "sha1"):
-            raise ValueError(f"hash {hash!r} not in poly|sha1")
-        gen = np.random.RandomState(seed)  # datasketch's affine32 permutation draw
-        self.a = (gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1))
-        self.b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
-        self.num_perm, self.seed, self.n_char, self.n_word, self.hash = num_perm, seed, n_char, n_word, hash
-        self.chunk = chunk
-
-    def hashes(self, texts, langs):
-        if self.hash == "poly":
-            return shingle_hashes(texts, langs, self.n_char, self.n_word)
-        hv, idx = [], []
-        for i, (t, lg) in enumerate(zip(texts, langs)):
-            sh = shingles(t, lg, self.n_char, self.n_word)
-            hv += [sha1_hash32(s.encode()) for s in sh]
-            idx += [i] * len(sh)
-        return np.array(hv, dtype=np.uint32), np.array(idx, dtype=np.int64)
-
-    def signatures(self, texts: Sequence[str], langs: Sequence[str]) -> np.ndarray:
-        """(len(texts), num_perm) uint32; a text without shingles gets all 0xFFFFFFFF."""
-        hv, idx = self.hashes(texts, langs)
-        sig = np.full((len(texts), self.num_perm), MAX32, dtype=np.uint32)
-        if len(hv) == 0:
-            return sig
-        s1, m1, s2, m2, s3 = FMIX32
-        with np.errstate(over="ignore"):
-            hv = hv ^ (hv >> s1)
-            hv = hv * m1
-            hv = hv ^ (hv >> s2)
-            hv = hv * m2
-            hv = hv ^ (hv >> s3)
-            # Chunks of whole texts keep the (num_perm x shingles) matrix small; that layout
-            # makes the per-text minimum a contiguous reduceat (about 4x faster than rows).
-            bounds = np.searchsorted(idx, np.arange(0, len(texts) + 1))
-            buf = np.empty((self.num_perm, self.chunk), dtype=np.uint32)
-            lo = 0
-            while lo < len(texts):
-                hi = int(np.searchsorted(bounds, bounds[lo] + self.chunk, "right")) - 1
-                hi = max(hi, lo + 1)
-                a, b = bounds[lo], bounds[hi]
-                if b > a:
-                    x = hv[a:b]
-                    o = buf[:, :len(x)] if len(x) <= self.chunk else np.empty((self.num_perm, len(x)), np.uint32)
-                    np.multiply(self.a[:, None], x[None, :], out=o)
-                    np.add(o, self.b[:, None], out=o)
-                    seg = idx[a:b]
-                    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
-                    sig[seg[starts]] = np.minimum.reduceat(o, starts, axis=1).T
-                lo = hi
-        return sig
-
-
-# ------------------------------------------------------------------ LSH
-
-def candidate_probability(s: float, b: int, r: int) -> float:
-    return 1.0 - (1.0 - s ** r) ** b
-
-
-def choose_bands(num_perm: int, threshold: float, margin: float = 0.05, recall: float = 0.99) -> tuple[int, int]:
-    """(bands, rows) with b*r <= num_perm that catch pairs at `threshold - margin` with
-    probability >= `recall` while making the fewest candidates below that (verified later by
-    estimated Jaccard, so a false candidate costs time, a missed pair costs recall).
-    datasketch's default balances the two at the threshold itself (~44% recall there)."""
-    low = max(threshold - margin, 0.01)
-    grid = np.linspace(0, low * 0.8, 41)
-    best, best_key = None, None
-    for r in range(1, num_perm + 1):
-        b = num_perm // r
-        p = candidate_probability(low, b, r)
-        fp = float(np.mean([candidate_probability(s, b, r) for s in grid]))
-        key = (p < recall, fp if p >= recall else -p)
-        if best_key is None or key < best_key:
-            best, best_key = (b, r), key
-    return best
-
-
-def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64 bucket keys: the map step of LSH. Records sharing a key in any band
-    are candidates; group-by + union-find over these keys is the reduce, so a distributed
-    engine can run it as it is."""
-    n = sig.shape[0]
-    v = sig[:, :bands * rows].reshape(n, bands, rows).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        h = np.zeros((n, bands), dtype=np.uint64)
-        for j in range(rows):
-            h = h * Q + v[:, :, j]
-        h = h * MIX + np.arange(bands, dtype=np.uint64)[None, :]  # bands never collide
-    return h
-
-
-def candidate_pairs(keys: np.ndarray, max_bucket: int = 64) -> np.ndarray:
-    """Unique (i, j), i < j, sharing a bucket in some band. A bucket larger than `max_bucket`
-    (near-empty texts, boilerplate) contributes each member paired with its first member only,
-    which keeps the pair count linear while still letting union-find join them."""
-    n, bands = keys.shape
-    flat = keys.reshape(-1)
-    rec = np.repeat(np.arange(n), bands)
-    order = np.lexsort((rec, flat))
-    fk, fr = flat[order], rec[order]
-    starts = np.flatnonzero(np.r_[True, fk[1:] != fk[:-1]])
-    sizes = np.diff(np.r_[starts, len(fk)])
-    out = []
-    for s, k in zip(starts[sizes > 1], sizes[sizes > 1]):  # one step per shared bucket
-        m = np.unique(fr[s:s + k])
-        if len(m) < 2:
-            continue
-        if len(m) <= max_bucket:
-            i, j = np.triu_indices(len(m), 1)
-            out.append(np.stack([m[i], m[j]], axis=1))
-        else:
-            out.append(np.stack([np.full(len(m) - 1, m[0]), m[1:]], axis=1))
-    if not out:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(out), axis=0)
-
-
-class UnionFind:
-    def __init__(self, n: int):
-        self.p = np.arange(n)
-
-    def find(self, x: int) -> int:
-        p = self.p
-        root = x
-        while p[root] != root:
-            root = p[root]
-        while p[x] != root:
-            p[x], x = root, p[x]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.p[max(ra, rb)] = min(ra, rb)

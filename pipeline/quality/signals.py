@@ -1,4 +1,4 @@
-"""Per-message quality signals for the quality stage (R4), vectorised over a whole batch.
+"""Per-message quality signals for the quality stage, vectorised over a whole batch.
 
 All signals are computed on the *prose* of a message (code blocks removed: code is legitimately
 symbol-heavy and repetitive) with pyarrow.compute (RE2) over one Arrow array, or with numpy over
@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .minhash import _concat, _kept, shingle_hashes
+from ..shingles import concat_codepoints, kept_mask, shingle_hashes
 
 CODE_BLOCK = r"(?s)```.*?(?:```|$)"
 # U+FFFD (decoding failures) and C0 controls other than tab/newline/CR: text that went through
@@ -44,9 +44,9 @@ def _char_stats(texts: list[str]) -> dict[str, np.ndarray]:
     if n == 0:
         z = np.zeros(0, dtype=np.int64)
         return {"letters": z, "spaces": z, "cjk": z, "latin_words": z, "letter_run": z}
-    cp, starts = _concat(texts)
+    cp, starts = concat_codepoints(texts)
     cp = cp.astype(np.int64)
-    kept = _kept(cp)  # Unicode letters and digits
+    kept = kept_mask(cp)  # Unicode letters and digits
     digit = (cp >= 0x30) & (cp <= 0x39)
     letter = kept & ~digit
     space = np.isin(cp, _SPACES)

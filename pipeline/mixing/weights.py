@@ -1,4 +1,4 @@
-"""Mixture arithmetic (SPEC R8, R9): weights, exact integer counts, sampling plans.
+"""Mixture arithmetic: weights, exact integer counts, sampling plans.
 
 Pure numpy functions over per-source record counts and row indices; no I/O. The mix stage
 (pipeline/stages/mix.py) plans on these arrays and copies rows by index afterwards, so no
@@ -15,17 +15,17 @@ from typing import Sequence
 
 import numpy as np
 
-DEFAULT_K = ("1", "1/2", "1/4", "1/8", "1/16", "1/32")  # DMT grid (SPEC R9.4)
+DEFAULT_K = ("1", "1/2", "1/4", "1/8", "1/16", "1/32")  # DMT grid (docs/design.md#sft-strategies 4)
 
 
 class MixError(ValueError):
     pass
 
 
-# ----------------------------------------------------------------------------- weights (R8)
+# ----------------------------------------------------------------------------- weights
 
 def proportional(n: Sequence[float]) -> np.ndarray:
-    """SPEC R8: p_i = n_i / sum_j n_j.
+    """docs/design.md#mixture-weights: p_i = n_i / sum_j n_j.
 
     >>> proportional([1, 3]).tolist()
     [0.25, 0.75]
@@ -34,7 +34,7 @@ def proportional(n: Sequence[float]) -> np.ndarray:
 
 
 def temperature(n: Sequence[float], alpha: float) -> np.ndarray:
-    """SPEC R8: p_i = n_i^a / sum_j n_j^a, a in [0, 1]; a = 0 is uniform, a = 1 proportional.
+    """docs/design.md#mixture-weights: p_i = n_i^a / sum_j n_j^a, a in [0, 1]; a = 0 is uniform, a = 1 proportional.
 
     >>> temperature([100, 400], 0.5).round(4).tolist()
     [0.3333, 0.6667]
@@ -63,7 +63,7 @@ def explicit(weights: Sequence[float]) -> np.ndarray:
 
 
 def tier_decay(p: np.ndarray, tiers: Sequence[int], decay: float) -> np.ndarray:
-    """SPEC R8 quality tiers: tier 0 keeps its weight, tier t is scaled by decay^t, renormalised.
+    """Quality tiers (docs/design.md#mixture-weights): tier 0 keeps its weight, tier t is scaled by decay^t, renormalised.
 
     >>> tier_decay(np.array([0.5, 0.5]), [0, 1], 0.5).round(4).tolist()
     [0.6667, 0.3333]
@@ -109,7 +109,7 @@ def largest_remainder(total: int, p: Sequence[float]) -> np.ndarray:
 
 
 def split_total(total: int, lam: float) -> tuple[int, int]:
-    """(new, replay) for SPEC R9 p(t) = (1 - lambda) p_new + lambda p_replay: replay is
+    """(new, replay) for docs/design.md#sft-strategies 2, p(t) = (1 - lambda) p_new + lambda p_replay: replay is
     total * lambda rounded, so the realised share is within one record of lambda.
 
     >>> split_total(101, 0.1)
