@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Every benchmark (figures in README "Results"); all but extract, train and mix read
+# Every benchmark (figures in docs/benchmarks.md); all but extract, train and mix read
 # ../shared/evaldata. Run on a quiet machine: the speed figures are ratios within one run.
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
@@ -42,7 +42,7 @@ clean:
 	rm -rf $(VENV) out
 
 # The shipped topic-continuity model (discriminators/topic_continuity/weights/), from the
-# public data in ../shared/evaldata (README "Topic-continuity model card").
+# public data in ../shared/evaldata (model card in docs/benchmarks.md).
 EV ?= ../shared/evaldata
 topic-model: $(STAMP)
 	$(VENV)/bin/turnforge discriminator train \
