@@ -69,8 +69,32 @@ def _run_task(name: str, params: dict, task_name: str, payload: dict, folder: st
     return counts
 
 
-def _task_done(folder: str, task) -> bool:
-    p = os.path.join(folder, ".work", f"{task.name}.json")
+def _run_map_task(name: str, params: dict, task_name: str, payload: dict, folder: str) -> dict:
+    """One map task of a global step in a worker (or inline): its columns, then its marker."""
+    stage = get_stage(name)
+    cfg = make_config(stage.Config, params)
+    summary = stage.map_task(payload, cfg, folder)
+    shards.atomic_write_json(os.path.join(folder, ".work", "map", f"{task_name}.json"),
+                             {"payload": payload, "summary": summary})
+    return summary
+
+
+def _run_all(fn, name: str, params: dict, tasks: list, folder: str, workers: int, bar, *extra) -> None:
+    if workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futs = [pool.submit(fn, name, params, t.name, t.payload, folder, *extra) for t in tasks]
+            for f in as_completed(futs):
+                f.result()
+                bar.update(1)
+    else:
+        for t in tasks:
+            fn(name, params, t.name, t.payload, folder, *extra)
+            bar.update(1)
+    bar.close()
+
+
+def _task_done(folder: str, task, sub: str = "") -> bool:
+    p = os.path.join(folder, ".work", sub, f"{task.name}.json")
     if not os.path.exists(p):
         return False
     with open(p, encoding="utf-8") as f:
@@ -95,24 +119,21 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
     shards.atomic_write_bytes(fp_path, fp.encode())
 
     if not os.path.exists(os.path.join(folder, ".work", "prepared.json")):
-        stage.prepare(inp, cfg, folder)
+        maps = stage.map_plan(inp, cfg)
+        if maps:  # global step as map tasks + a columnar reduce
+            os.makedirs(os.path.join(folder, ".work", "map"), exist_ok=True)
+            todo = [t for t in maps if not _task_done(folder, t, "map")]
+            _run_all(_run_map_task, name, params, todo, folder, workers,
+                     _bar(len(maps), len(maps) - len(todo), f"{name} map", progress))
+            stage.reduce(inp, cfg, folder)
+        else:
+            stage.prepare(inp, cfg, folder)
     tasks = stage.plan(inp, cfg)
     if isinstance(stage, MapStage):
         rows_per_part = None  # one output part per input part, same name
     todo = [t for t in tasks if not _task_done(folder, t)]
-    bar = _bar(len(tasks), len(tasks) - len(todo), name, progress)
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(_run_task, name, params, t.name, t.payload, folder, rows_per_part, batch_rows)
-                    for t in todo]
-            for f in as_completed(futs):
-                f.result()
-                bar.update(1)
-    else:
-        for t in todo:
-            _run_task(name, params, t.name, t.payload, folder, rows_per_part, batch_rows)
-            bar.update(1)
-    bar.close()
+    _run_all(_run_task, name, params, todo, folder, workers, _bar(len(tasks), len(tasks) - len(todo), name, progress),
+             rows_per_part, batch_rows)
 
     per_task = []
     for t in tasks:

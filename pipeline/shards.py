@@ -55,6 +55,21 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     _maybe_die()
 
 
+def publish_dir(tmp: str, path: str) -> None:
+    """Make a folder written under `tmp` visible as `path` in one rename (a folder a killed
+    attempt left at `path` is replaced)."""
+    import shutil
+
+    for f in os.listdir(tmp):
+        with open(os.path.join(tmp, f), "rb") as fh:
+            os.fsync(fh.fileno())
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+    _maybe_die()
+
+
 def atomic_write_json(path: str, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode())
 

@@ -1,4 +1,5 @@
 """The `topic` stage with the shipped model: pseudo share, determinism, split_at_switch."""
+import glob
 import json
 import os
 
@@ -36,7 +37,8 @@ def _run(inp, out, **params):
 
 
 def _decisions(folder):
-    t = shards.read_table(os.path.join(folder, ".work", "decisions.arrow")).to_pylist()
+    t = [d for p in sorted(glob.glob(os.path.join(folder, ".work", "decisions", "part-*.arrow")))
+         for d in shards.read_table(p).to_pylist()]
     return t
 
 

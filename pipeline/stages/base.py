@@ -129,8 +129,23 @@ class Stage:
         raise NotImplementedError
 
     def prepare(self, inp: str | None, cfg, folder: str) -> None:
-        """Global map + reduce before the per-part tasks (dedup, mix). Runs once: the runner
+        """A global step in one process before the per-part tasks. Runs once: the runner
         skips it when `.work/prepared.json` exists, which it must write last."""
+
+    def map_plan(self, inp: str | None, cfg) -> list[Task]:
+        """A global step as map tasks (one per input part) plus `reduce`, instead of `prepare`:
+        each task writes fixed-width columns under `.work/map/<task>/`, the runner marks it
+        done (`.work/map/<task>.json`), then runs `reduce` once. Empty: no map step."""
+        return []
+
+    def map_task(self, payload: dict, cfg, folder: str) -> dict:
+        """One map task; returns a small JSON-able summary for its marker."""
+        raise NotImplementedError
+
+    def reduce(self, inp: str | None, cfg, folder: str) -> None:
+        """The columnar reduce over every map task's output; writes the per-part decisions
+        and `.work/prepared.json` last."""
+        raise NotImplementedError
 
     def finalize(self, folder: str, cfg, counts: dict) -> dict:
         """Reduce step after all tasks; returns extra manifest fields."""
@@ -140,20 +155,21 @@ class Stage:
         return inp
 
 
-def decided_batches(payload: dict, ctx: StageContext) -> Iterator[list[tuple[dict, dict]]]:
-    """Per input batch of a part task: [(record, its decision)], every record counted in.
-    Decisions come from the ``.work/decisions.arrow`` (columns part, row, ...) the stage's
-    prepare step wrote; only this part's rows reach Python."""
-    import pyarrow.compute as pc
+def decisions_path(folder: str, index: int) -> str:
+    """Where a global step's reduce writes the decisions of input part `index` (columns part,
+    row, ...; one row per input row, in order): one small file per part, so a part task reads
+    only its own."""
+    return os.path.join(folder, ".work", "decisions", f"part-{index:05d}.arrow")
 
-    dec = shards.read_table(os.path.join(ctx.folder, ".work", "decisions.arrow"))
-    mine = {d["row"]: d for d in dec.filter(pc.equal(dec.column("part"), payload["index"])).to_pylist()}
+
+def decided_batches(payload: dict, ctx: StageContext) -> Iterator[tuple[pa.RecordBatch, pa.Table]]:
+    """Per input batch of a part task: (batch, its rows of the decisions), every record counted in."""
+    dec = shards.read_table(decisions_path(ctx.folder, payload["index"]))
     row = 0
     for b in shards.iter_batches_of(payload["part"]):
-        recs = b.to_pylist()
-        ctx.take(len(recs))
-        yield [(r, mine[row + i]) for i, r in enumerate(recs)]
-        row += len(recs)
+        ctx.take(b.num_rows)
+        yield b, dec.slice(row, b.num_rows)
+        row += b.num_rows
 
 
 def part_tasks(inp: str) -> list[Task]:

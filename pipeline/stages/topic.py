@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -30,7 +31,7 @@ import pyarrow as pa
 from .. import shards
 from ..config import ConfigError
 from ..schema import SCHEMA
-from .base import Stage, StageContext, decided_batches, part_tasks, with_meta
+from .base import Stage, StageContext, decided_batches, decisions_path, part_tasks, with_meta
 
 POLICIES = ("ratio", "split_at_switch")
 
@@ -102,8 +103,10 @@ class Topic(Stage):
         emb = get_embedder(model.embedder, cache_dir=cfg.cache_dir)
         roles_ok = set(cfg.switch_roles)
         # streamed: decisions go to disk per batch; memory keeps 3 integers per pseudo conversation
-        writer = shards.PartWriter(os.path.join(folder, ".work", "decisions.arrow"), DECISIONS)
-        pseudo_rank: list[tuple[int, int, int]] = []  # (blake2b(seed, id), part, row)
+        os.makedirs(os.path.join(folder, ".work", "decisions"), exist_ok=True)
+        writers: dict[int, shards.PartWriter] = {}  # one decisions file per input part
+        # (blake2b(seed, id), part, row) of each pseudo conversation, 16 bytes each (no Python objects)
+        rank_h, rank_part, rank_row = array("Q"), array("i"), array("i")
         n = n_pseudo = 0
         n_scored = n_switch = n_eligible = n_eligible_switch = 0
         pending: list[tuple[int, int, str, list[dict]]] = []
@@ -138,11 +141,18 @@ class Topic(Stage):
                 cols["switch"].append(sw)
                 cols["pseudo"].append(any(sw))
                 if any(sw):
-                    pseudo_rank.append((_rank(cfg.seed, rid), part, row))
+                    rank_h.append(_rank(cfg.seed, rid))
+                    rank_part.append(part)
+                    rank_row.append(row)
             n += len(pending)
             n_pseudo += sum(cols["pseudo"])
             if pending:
-                writer.write(pa.RecordBatch.from_pydict(cols, schema=DECISIONS))
+                tab = pa.RecordBatch.from_pydict(cols, schema=DECISIONS)
+                part_col = np.array(cols["part"])
+                for p in np.unique(part_col).tolist():
+                    if p not in writers:
+                        writers[p] = shards.PartWriter(decisions_path(folder, p), DECISIONS)
+                    writers[p].write(tab.filter(pa.array(part_col == p)))
             pending.clear()
 
         for pi, part in enumerate(shards.data_files(inp)):
@@ -155,14 +165,19 @@ class Topic(Stage):
                         flush()
         flush()
 
-        writer.close()
+        for pi in range(len(shards.data_files(inp))):
+            if pi not in writers:  # an empty part still gets its (empty) decisions
+                writers[pi] = shards.PartWriter(decisions_path(folder, pi), DECISIONS)
+            writers[pi].close()
         n_true = n - n_pseudo
         kept_pseudo = 0  # split_at_switch: pseudo conversations become on-topic pieces
         keys = np.zeros(0, dtype=np.int64)
         if cfg.policy == "ratio":
             kept_pseudo = pseudo_quota(n_true, n_pseudo, float(cfg.pseudo_ratio))
-            chosen = sorted(pseudo_rank)[:kept_pseudo]  # smallest hashes: independent of part order
-            keys = np.array([(p << 32) | r for _, p, r in chosen], dtype=np.int64)
+            h, p_, r_ = (np.frombuffer(a, dt) for a, dt in ((rank_h, np.uint64), (rank_part, np.int32),
+                                                             (rank_row, np.int32)))
+            chosen = np.lexsort((r_, p_, h))[:kept_pseudo]  # smallest hashes: independent of part order
+            keys = (p_[chosen].astype(np.int64) << 32) | r_[chosen].astype(np.int64)
         np.save(os.path.join(folder, ".work", PSEUDO_KEEP), np.sort(keys))
         stats = {
             "policy": cfg.policy, "pseudo_ratio_target": float(cfg.pseudo_ratio) if cfg.policy == "ratio" else None,
@@ -183,9 +198,9 @@ class Topic(Stage):
 
     def run_task(self, payload, cfg: TopicConfig, ctx: StageContext) -> Iterator[pa.RecordBatch]:
         kept_keys = set(np.load(os.path.join(ctx.folder, ".work", PSEUDO_KEEP)).tolist())
-        for pairs in decided_batches(payload, ctx):
+        for batch, dec in decided_batches(payload, ctx):
             out = []
-            for rec, d in pairs:
+            for rec, d in zip(batch.to_pylist(), dec.to_pylist()):
                 for m, c in zip(rec["messages"], d["continuity"]):
                     m["topic_continuity"] = c
                 if not d["pseudo"]:
