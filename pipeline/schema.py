@@ -167,3 +167,22 @@ def rejected_row(stage: str, reason: str, *, detail: str | None = None, record_i
         raw = json.dumps(raw, ensure_ascii=False, default=str)
     return {"stage": stage, "reason": reason, "detail": detail, "record_id": record_id, "kept_id": kept_id,
             "source_file": source_file, "line": line, "n_inputs": n_inputs, "raw": raw}
+
+
+def with_stage(meta: pa.Array, stage: str, **columns: pa.Array) -> pa.StructArray:
+    """`meta` with `stage` appended to every row's stage trail and the named fields replaced
+    by `columns`, vectorised over the Arrow buffers (the columnar form of a stage's meta update)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    meta = meta.combine_chunks() if isinstance(meta, pa.ChunkedArray) else meta
+    fields = {f.name: pc.struct_field(meta, f.name) for f in meta.type}
+    st = fields["stages"]
+    lens = pc.fill_null(pc.list_value_length(st), 0).to_numpy().astype(np.int64)
+    vals = pa.concat_arrays([pc.list_flatten(st), pa.array([stage], pa.string())])
+    idx = np.insert(np.arange(len(vals) - 1), np.cumsum(lens), len(vals) - 1)
+    offs = np.concatenate([[0], np.cumsum(lens + 1)]).astype(np.int32)
+    fields["stages"] = pa.ListArray.from_arrays(pa.array(offs), vals.take(pa.array(idx)))
+    for name, col in columns.items():
+        fields[name] = col
+    return pa.StructArray.from_arrays(list(fields.values()), fields=list(meta.type), mask=meta.is_null())

@@ -17,6 +17,15 @@ ZH_CHARS_PER_WORD = 1.5
 ZH_SHARE, EN_SHARE = 0.8, 0.2
 
 
+def joined_text(messages: pa.ListArray) -> pa.Array:
+    """Each conversation's message contents joined by newlines (the text dedup, the mix's leakage
+    check and the flywheel's novelty check compare), without a Python loop."""
+    content = pc.struct_field(pc.list_flatten(messages), "content")
+    offs = messages.offsets
+    offs = pc.subtract(offs, offs[0]).cast(pa.int32())
+    return pc.binary_join(pa.ListArray.from_arrays(offs, content), "\n")
+
+
 def detect_lang(messages: pa.ListArray | pa.ChunkedArray) -> list[str]:
     """zh / en / mixed / other for each conversation, vectorised over a whole batch.
 

@@ -86,12 +86,14 @@ def test_lsh_backends_agree(tmp_path, corpus):
     assert set(a) == set(b)
 
 
-def test_semantic_catches_paraphrase_keeps_same_domain(tmp_path):
+@pytest.mark.parametrize("kmeans", [{}, {"clusters": 2, "kmeans_sample": 4}])
+def test_semantic_catches_paraphrase_keeps_same_domain(tmp_path, kmeans):
+    """`kmeans`: k-means fitted on a sample of 4 of the 6 conversations, then all assigned."""
     rows = [conv("p1", ("如何学习Python编程？", "先学基础语法，再做小项目练习。")),
             conv("p2", ("怎样学习Python编程？", "先学基础语法，然后做一些小项目练习。")),
             conv("h1", ZH_A), conv("h2", ZH_D), conv("e1", EN_A), conv("b1", EN_B)]
     src = write_jsonl(tmp_path / "s.jsonl", rows)
-    kept, rej, m = run(tmp_path, src, methods="semantic", eps=0.1)
+    kept, rej, m = run(tmp_path, src, methods="semantic", eps=0.1, **kmeans)
     assert_accounting(m, rej)
     assert [(r["record_id"], r["reason"]) for r in rej] == [("p2", "semantic_dup")] or \
         [(r["record_id"], r["reason"]) for r in rej] == [("p1", "semantic_dup")]

@@ -120,30 +120,48 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return h
 
 
-def candidate_pairs(keys: np.ndarray, max_bucket: int = 64) -> np.ndarray:
-    """Unique (i, j), i < j, sharing a bucket in some band. A bucket larger than `max_bucket`
-    (near-empty texts, boilerplate) contributes each member paired with its first member only,
-    which keeps the pair count linear while still letting union-find join them."""
-    n, bands = keys.shape
-    flat = keys.reshape(-1)
-    rec = np.repeat(np.arange(n), bands)
-    order = np.lexsort((rec, flat))
-    fk, fr = flat[order], rec[order]
+def bucket_pairs(keys: np.ndarray, rec: np.ndarray, max_bucket: int = 64) -> np.ndarray:
+    """(i, j), i < j, for records `rec` sharing a key in `keys` (one row per record and band),
+    vectorised: a bucket of k <= max_bucket members gives its k(k-1)/2 pairs, a larger one
+    (near-empty texts, boilerplate) each member paired with its smallest member only, which keeps
+    the pair count linear while still letting the components join them. May repeat a pair."""
+    order = np.lexsort((rec, keys))
+    fk, fr = keys[order], rec[order]
+    first = np.r_[True, (fk[1:] != fk[:-1]) | (fr[1:] != fr[:-1])]  # a record once per bucket
+    fk, fr = fk[first], fr[first]
     starts = np.flatnonzero(np.r_[True, fk[1:] != fk[:-1]])
     sizes = np.diff(np.r_[starts, len(fk)])
-    out = []
-    for s, k in zip(starts[sizes > 1], sizes[sizes > 1]):  # one step per shared bucket
-        m = np.unique(fr[s:s + k])
-        if len(m) < 2:
-            continue
-        if len(m) <= max_bucket:
-            i, j = np.triu_indices(len(m), 1)
-            out.append(np.stack([m[i], m[j]], axis=1))
-        else:
-            out.append(np.stack([np.full(len(m) - 1, m[0]), m[1:]], axis=1))
-    if not out:
+    small = (sizes > 1) & (sizes <= max_bucket)
+    # all pairs of the small buckets: member at offset o of a bucket of size k pairs with the
+    # k - 1 - o members after it
+    s0, k0 = starts[small], sizes[small]
+    member = np.repeat(s0, k0) + (np.arange(int(k0.sum())) - np.repeat(np.cumsum(k0) - k0, k0))
+    after = np.repeat(s0 + k0, k0) - member - 1
+    a = np.repeat(member, after)
+    b = a + 1 + (np.arange(int(after.sum())) - np.repeat(np.cumsum(after) - after, after))
+    big = sizes > max_bucket
+    s1, k1 = starts[big], sizes[big]
+    head = np.repeat(s1, k1 - 1)
+    rest = head + 1 + (np.arange(int((k1 - 1).sum())) - np.repeat(np.cumsum(k1 - 1) - (k1 - 1), k1 - 1))
+    i = np.concatenate([fr[a], fr[head]])
+    j = np.concatenate([fr[b], fr[rest]])
+    keep = i != j
+    return np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1).astype(np.int64)
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Sorted unique rows of an (m, 2) array of non-negative int pairs."""
+    if not len(pairs):
         return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(out), axis=0)
+    code = np.unique(pairs[:, 0].astype(np.int64) << np.int64(32) | pairs[:, 1].astype(np.int64))
+    return np.stack([code >> np.int64(32), code & np.int64(0xFFFFFFFF)], axis=1)
+
+
+def candidate_pairs(keys: np.ndarray, max_bucket: int = 64) -> np.ndarray:
+    """Unique (i, j), i < j, sharing a bucket in some band of `keys` (n, bands): the LSH
+    candidates (see `bucket_pairs`)."""
+    n, bands = keys.shape
+    return unique_pairs(bucket_pairs(keys.reshape(-1), np.repeat(np.arange(n), bands), max_bucket))
 
 
 class UnionFind:

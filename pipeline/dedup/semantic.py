@@ -35,3 +35,37 @@ def cluster_pairs(X: np.ndarray, labels: np.ndarray, k: int, eps: float) -> tupl
             pairs.append((mem[x], mem[y]))
             sims.append(float(S[x, y]))
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(sims, dtype=np.float64)
+
+
+def streamed_labels(get, n: int, k: int, seed: int, sample: int, chunk: int = 16384) -> np.ndarray:
+    """k-means labels of n rows whose vectors `get(rows)` returns, without holding them all:
+    fitted on all rows when n <= sample (then equal to `kmeans_labels`), else on a seeded
+    sample of `sample` rows, and every row assigned to its nearest centre chunk by chunk."""
+    if k <= 1:
+        return np.zeros(n, dtype=np.int64)
+    if n <= sample:
+        return kmeans_labels(get(np.arange(n)), k, seed)
+    from sklearn.cluster import KMeans
+
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=50).fit(get(rows))
+    return np.concatenate([km.predict(get(np.arange(a, min(a + chunk, n)))) for a in range(0, n, chunk)])
+
+
+def cluster_pairs_by(get, labels: np.ndarray, k: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """`cluster_pairs` reading one cluster's vectors at a time through `get(rows)`."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(k + 1))
+    pairs, sims = [], []
+    for c in range(k):
+        mem = order[bounds[c]:bounds[c + 1]]
+        if len(mem) < 2:
+            continue
+        X = get(mem)
+        S = X @ X.T
+        a, b = np.nonzero(np.triu(S >= 1 - eps, 1))
+        pairs.append(np.stack([mem[a], mem[b]], axis=1))
+        sims.append(S[a, b].astype(np.float64))
+    if not pairs:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    return np.concatenate(pairs).astype(np.int64), np.concatenate(sims)

@@ -1,37 +1,48 @@
-"""Dedup stage: exact, near (MinHash LSH + conversation prefixes) and semantic
-(embedding) duplicates of whole conversations.
+"""Dedup stage: exact, near (MinHash LSH + conversation prefixes) and semantic (embedding)
+duplicates of whole conversations, as map tasks and a columnar reduce (docs/stages/dedup.md).
 
-Map (streaming over the input parts): per conversation an exact key (NFKC, case-folded,
-letters/digits only, per message with its role), prefix keys at every turn boundary, a MinHash
-signature (pipeline/dedup/minhash.py, vectorised per batch) and, for the semantic method, an embedding.
-Reduce, in order, each method on what the previous ones kept:
- 1. exact: equal exact keys;
- 2. near: a conversation whose turns are a prefix of a longer one from the same source, and
-    LSH candidates (band keys -> group-by -> union-find, or datasketch's in-memory index) whose
-    estimated Jaccard >= `threshold`;
- 3. semantic (SemDeDup): k-means over conversation embeddings, then within each cluster pairs
-    with cosine >= 1 - eps. Cost ~ n * cluster size, never an n x n matrix.
+Map, one task per input part (in worker processes, resumable): per conversation the exact key
+and the prefix keys at every turn boundary (2 x 64-bit hashes, pipeline/dedup/keys.py), the keep
+score, the MinHash signature and LSH band keys (pipeline/dedup/minhash.py) and, for the semantic
+method, the embedding (float16), written as NumPy files under `.work/map/<task>/`. Nothing per
+record outlives the task in Python objects.
+Reduce (pipeline/dedup/reduce.py), on those columns, in order, each method on what the previous
+ones kept:
+ 1. exact: group by exact key;
+ 2. near: a conversation whose whole key is a prefix key of a longer one (same source), then
+    LSH band by band (band keys -> sort -> buckets -> candidate pairs), candidates verified by
+    estimated Jaccard >= `threshold` from the memory-mapped signatures;
+ 3. semantic (SemDeDup): k-means fitted on a sample, every conversation assigned, then within
+    each cluster pairs with cosine >= 1 - eps, one cluster at a time.
 In every cluster one record is kept by `keep` (longest = most turns then characters, which
-favours session tails; newest; quality); the others go to rejected/ with reason exact_dup /
-near_dup / semantic_dup and the kept id. Kept records carry `meta.dedup_cluster`.
+favours session tails; newest; quality; ties to the smaller id). A record is dropped only when
+it is itself within the threshold of the record kept for it: members that joined a cluster
+through a chain of neighbours are clustered again (`near_reclustered` in the manifest). The
+others go to rejected/ with reason exact_dup / near_dup / semantic_dup and the kept id; kept
+records carry `meta.dedup_cluster`. Decisions are written per input part, and a second pass
+filters each part with them (pyarrow, no per-record Python for kept records).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import shards
 from ..config import ConfigError
+from ..dedup import reduce as R
 from ..dedup import semantic
-from ..dedup.keys import conversation_keys, conversation_text, keep_score
-from ..dedup.minhash import MinHasher, band_keys, candidate_pairs, choose_bands, components, datasketch_pairs
-from ..schema import SCHEMA
-from .base import Stage, StageContext, decided_batches, part_tasks, with_meta
+from ..dedup.keys import batch_keys, batch_scores
+from ..dedup.minhash import MinHasher, band_keys, choose_bands, datasketch_pairs, unique_pairs
+from ..schema import SCHEMA, with_stage
+from ..text import joined_text
+from .base import Stage, StageContext, Task, decided_batches, decisions_path, part_tasks
 
 METHODS = ("exact", "minhash", "semantic")
 DECISIONS = pa.schema([("part", pa.int32()), ("row", pa.int32()), ("reason", pa.string()),
@@ -51,14 +62,20 @@ class DedupConfig:
     seed: int = 1
     n_char: int = 3  # character n-grams (zh, mixed)
     n_word: int = 2  # word n-grams (en)
-    bands: int = 0  # 0: chosen for >= 99% recall at threshold - 0.05
+    # LSH shape; 0: chosen for >= 99% candidate probability at threshold - lsh_margin. A margin
+    # of 0.05 gives 64 x 2 at 0.5, which makes random pairs candidates (P 0.006 at Jaccard 0.01:
+    # ~N^2 candidates); 0.02 gives 42 x 3: 28x fewer candidates and the same decisions on
+    # bench/dedup_bench.py (docs/benchmarks.md#scale).
+    bands: int = 0
     rows: int = 0
+    lsh_margin: float = 0.02
     lsh: str = "bands"  # bands (map + group-by + union-find) | datasketch (in-memory MinHashLSH)
     embedder: str = "use-m3"
     embed_chars: int = 512  # conversation text embedded (head of the joined messages; embedding is the cost)
     cache_dir: str | None = None  # embedding cache; vectors only, keyed by text hash
     eps: float = 0.04  # semantic: cosine >= 1 - eps is a duplicate
     clusters: int = 0  # k-means clusters; 0: ceil(n / 300)
+    kmeans_sample: int = 50_000  # k-means is fitted on at most this many conversations, then assigns all
     batch: int = 2048
 
     def method_list(self) -> list[str]:
@@ -81,174 +98,304 @@ class Dedup(Stage):
     name = "dedup"
     Config = DedupConfig
 
-    # ------------------------------------------------------------- map + reduce
-    def prepare(self, inp, cfg: DedupConfig, folder: str) -> None:
+    # ------------------------------------------------------------- map
+    def map_plan(self, inp, cfg: DedupConfig) -> list[Task]:
         if inp is None or not shards.is_complete(inp):
             raise ConfigError(f"dedup: input {inp!r} is not a finished shard folder (_SUCCESS missing)")
+        return part_tasks(inp)
+
+    def map_task(self, payload, cfg: DedupConfig, folder: str) -> dict:
         methods = cfg.method_list()
-        ids, sources, scores, where = [], [], [], []
-        exact, prefix_of, lengths = [], {}, []
-        sigs, texts, langs, emb_texts = [], [], [], []
-        mh = MinHasher(cfg.num_perm, cfg.seed, cfg.n_char, cfg.n_word)
+        out = _map_dir(folder, payload["index"])
+        tmp = f"{out}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        mh = MinHasher(cfg.num_perm, cfg.seed, cfg.n_char, cfg.n_word) if "minhash" in methods else None
+        b_, r_ = _bands(cfg)
+        emb = None
+        if "semantic" in methods:
+            from ..embed import get_embedder
 
-        def flush():
-            if texts:
-                sigs.append(mh.signatures(texts, langs))
-                texts.clear()
-                langs.clear()
-
+            emb = get_embedder(cfg.embedder, cache_dir=cfg.cache_dir)
+        cols: dict[str, list] = {k: [] for k in ("exact", "score", "length", "prefix_row", "prefix", "sig", "emb")}
+        ids = []
         n = 0
-        for pi, part in enumerate(shards.data_files(inp)):
-            row = 0
-            for b in shards.iter_batches_of(part):
-                for rec in b.to_pylist():
-                    full, prefixes = conversation_keys(rec)
-                    ids.append(rec["id"])
-                    sources.append(rec["source"])
-                    scores.append(keep_score(rec, cfg.keep))
-                    where.append((pi, row))
-                    exact.append(full)
-                    lengths.append(len(prefixes) + 1)
-                    for k in prefixes:  # keep, per prefix key, the longest record having it
-                        j = prefix_of.get(k)
-                        if j is None or lengths[j] < lengths[n]:
-                            prefix_of[k] = n
-                    if "minhash" in methods:
-                        texts.append(conversation_text(rec))
-                        langs.append(rec["lang"])
-                        if len(texts) >= cfg.batch:
-                            flush()
-                    if "semantic" in methods:
-                        emb_texts.append(conversation_text(rec)[: cfg.embed_chars])
-                    row += 1
-                    n += 1
-        flush()
-        order_key = [(s, i) for s, i in zip(scores, ids)]
-        reason = [None] * n
-        kept_by = list(range(n))
-        detail = [None] * n
+        for b in shards.iter_batches_of(payload["part"]):
+            for lo in range(0, b.num_rows, cfg.batch):
+                b2 = b.slice(lo, cfg.batch)
+                exact, prow, pref = batch_keys(b2.column("messages"), b2.column("source"))
+                cols["exact"].append(exact)
+                cols["score"].append(batch_scores(b2, cfg.keep))
+                cols["length"].append((np.bincount(prow, minlength=b2.num_rows) + 1).astype(np.int32))
+                cols["prefix_row"].append((prow + n).astype(np.int64))
+                cols["prefix"].append(pref)
+                ids.append(b2.column("id"))
+                if mh is not None or emb is not None:
+                    texts = joined_text(b2.column("messages"))
+                    if mh is not None:
+                        cols["sig"].append(mh.signatures(texts.to_pylist(), b2.column("lang").to_pylist()))
+                    if emb is not None:
+                        heads = pc.utf8_slice_codeunits(texts, 0, cfg.embed_chars).to_pylist()
+                        cols["emb"].append(np.asarray(emb.encode(heads), dtype=np.float16))
+                n += b2.num_rows
+        empty = {"exact": ((0, 2), np.uint64), "score": ((0, 3), np.float64), "length": ((0,), np.int32),
+                 "prefix_row": ((0,), np.int64), "prefix": ((0, 2), np.uint64),
+                 "sig": ((0, cfg.num_perm), np.uint32), "emb": ((0, emb.dim if emb else 0), np.float16)}
+        for k, parts in cols.items():
+            if k == "sig" and mh is None or k == "emb" and emb is None:
+                continue
+            np.save(os.path.join(tmp, f"{k}.npy"), np.concatenate(parts) if parts else np.zeros(*empty[k]))
+        if mh is not None:
+            sig = np.load(os.path.join(tmp, "sig.npy"))
+            np.save(os.path.join(tmp, "bands.npy"), np.ascontiguousarray(band_keys(sig, b_, r_).T))
+        with pa.OSFile(os.path.join(tmp, "ids.arrow"), "wb") as f:
+            with pa.ipc.new_file(f, pa.schema([("id", pa.string())])) as w:
+                for a in ids:
+                    w.write_batch(pa.record_batch([a], names=["id"]))
+        shards.publish_dir(tmp, out)
+        return {"rows": n}
+
+    # ------------------------------------------------------------- reduce
+    def reduce(self, inp, cfg: DedupConfig, folder: str) -> None:
+        methods = cfg.method_list()
+        parts = part_tasks(inp)
+        dirs = [_map_dir(folder, t.payload["index"]) for t in parts]
+        rows = [json.load(open(os.path.join(folder, ".work", "map", f"{t.name}.json")))["summary"]["rows"]
+                for t in parts]
+        lo = np.r_[0, np.cumsum(rows)].astype(np.int64)
+        n = int(lo[-1])
+        ids = pa.concat_arrays([_read_ids(d) for d in dirs]) if dirs else pa.array([], pa.string())
+        id_rank = np.empty(n, np.int64)
+        id_rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)
+        pref = R.preference(_cat(dirs, "score", (0, 3), np.float64), id_rank)
+        del id_rank
+        exact = _cat(dirs, "exact", (0, 2), np.uint64)
+        reason = np.zeros(n, np.int8)  # 0 kept, else index into REASONS
+        kept_by = np.arange(n)
+        sim = np.full(n, np.nan)
         stats: dict = {"records": n}
 
-        def resolve(groups: list[list[int]], why: str, info) -> int:
-            """Keep the best of each group; mark the rest. Returns clusters with > 1 member."""
-            c = 0
-            for g in groups:
-                if len(g) < 2:
-                    continue
-                c += 1
-                # best score wins; on ties the smaller id, so the choice never depends on order
-                best = min(g, key=lambda i: (tuple(-x for x in order_key[i][0]), order_key[i][1]))
-                for i in g:
-                    if i != best:
-                        reason[i], kept_by[i], detail[i] = why, best, info(i, best)
-            return c
+        def drop(rows_, by, code, s=None):
+            reason[rows_], kept_by[rows_] = code, by
+            if s is not None:
+                sim[rows_] = s
 
-        alive = np.ones(n, dtype=bool)
+        alive = np.ones(n, bool)
         if "exact" in methods:
-            groups: dict[bytes, list[int]] = {}
-            for i, k in enumerate(exact):
-                groups.setdefault(k, []).append(i)
-            stats["exact_clusters"] = resolve(list(groups.values()), "exact_dup",
-                                              lambda i, b: f"exact duplicate of {ids[b]}")
-            alive = np.array([r is None for r in reason])
+            d, by, stats["exact_clusters"] = R.best_of_groups(exact, np.arange(n), pref)
+            drop(d, by, 1)
+            alive = reason == 0
         if "minhash" in methods:
-            # conversation-aware rule: a prefix of a longer conversation from the same source
-            pref = 0
+            pdup = 0
             if cfg.prefix:
-                for i in np.flatnonzero(alive):
-                    j = prefix_of.get(exact[i])
-                    if j is not None and j != i and alive[j]:
-                        reason[i], kept_by[i], detail[i] = "near_dup", j, f"prefix of longer {ids[j]}"
-                        pref += 1
-                alive = np.array([r is None for r in reason])
-            stats["prefix_dups"] = pref
-            sig = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), np.uint32)
-            b_, r_ = (cfg.bands, cfg.rows) if cfg.bands and cfg.rows else choose_bands(cfg.num_perm, cfg.threshold)
+                length = _cat(dirs, "length", (0,), np.int32)
+                keys, owners = R.prefix_owners(_cat(dirs, "prefix_row", (0,), np.int64, offsets=lo),
+                                               _cat(dirs, "prefix", (0, 2), np.uint64), length)
+                d, by = R.prefix_dups(exact, alive, keys, owners)
+                drop(d, by, 4)
+                pdup = len(d)
+                del length, keys, owners
+                alive = reason == 0
+            stats["prefix_dups"] = int(pdup)
+            b_, r_ = _bands(cfg)
             stats["lsh_bands_rows"] = [b_, r_]
+            sigs = RowStore(dirs, "sig", lo)
             idx = np.flatnonzero(alive)
-            pairs = self._candidates(sig[idx], b_, r_, cfg) if len(idx) > 1 else np.zeros((0, 2), np.int64)
+            pairs = self._candidates(idx, dirs, sigs, b_, r_, cfg)
             stats["lsh_candidates"] = int(len(pairs))
-            if len(pairs):
-                est = (sig[idx[pairs[:, 0]]] == sig[idx[pairs[:, 1]]]).mean(axis=1)
-                good = pairs[est >= cfg.threshold]
-                stats["lsh_verified"] = int(len(good))
-                groups = components(len(idx), good)
-                stats["near_clusters"] = resolve(
-                    [[int(idx[i]) for i in g] for g in groups], "near_dup",
-                    lambda i, b: f"jaccard~{(sig[i] == sig[b]).mean():.2f} with {ids[b]}")
-            alive = np.array([r is None for r in reason])
+            est = _verify(pairs, idx, sigs)
+            good = pairs[est >= cfg.threshold]
+            stats["lsh_verified"] = int(len(good))
+
+            def jaccard(a, b):
+                return _verify(np.stack([a, b], 1), None, sigs)
+
+            d, by, s, st = R.resolve(idx, good, pref, jaccard, cfg.threshold)
+            drop(d, by, 2, s)
+            stats["near_clusters"] = st["clusters"]
+            stats["near_reclustered"] = st["reclustered"]
+            saved = st["reclustered_rows"]
+            alive = reason == 0
+            saved = saved[alive[saved]]  # chained to a kept record, but not close to it: kept
+            stats["near_chain_kept"] = int(len(saved))
+            stats["near_chain_kept_examples"] = ids.take(pa.array(saved[:10])).to_pylist()
         if "semantic" in methods:
-            stats.update(self._semantic(emb_texts, alive, cfg, resolve, ids))
-        stats["dropped"] = {r: reason.count(r) for r in ("exact_dup", "near_dup", "semantic_dup")}
-        stats["examples"] = [{"dropped": ids[i], "kept": ids[kept_by[i]], "reason": reason[i], "detail": detail[i]}
-                             for i in [i for i in range(n) if reason[i]][:5]]
-        # clusters: follow kept_by chains to the surviving representative
-        rep = list(range(n))
-        for i in range(n):
-            j = i
-            while kept_by[j] != j:
-                j = kept_by[j]
-            rep[i] = j
-        table = pa.table({"part": pa.array([w[0] for w in where], pa.int32()),
-                          "row": pa.array([w[1] for w in where], pa.int32()),
-                          "reason": pa.array(reason, pa.string()),
-                          "kept_id": pa.array([ids[rep[i]] if reason[i] else None for i in range(n)], pa.string()),
-                          "detail": pa.array(detail, pa.string()),
-                          "cluster": pa.array([ids[rep[i]] for i in range(n)], pa.string())}, schema=DECISIONS)
-        w = shards.PartWriter(os.path.join(folder, ".work", "decisions.arrow"), DECISIONS)
-        for b in table.to_batches():
-            w.write(b)
-        w.close()
+            st = self._semantic(np.flatnonzero(alive), dirs, lo, pref, cfg)
+            drop(st.pop("dropped"), st.pop("kept_by"), 3, st.pop("sim"))
+            stats.update(st)
+        for c, r in enumerate(REASONS[1:], 1):
+            stats.setdefault("dropped", {}).setdefault(r, 0)
+            stats["dropped"][r] += int((reason == c).sum())
+        # the representative of every row: follow kept_by to a kept row (pointer jumping)
+        rep = kept_by.copy()
+        while True:
+            nxt = rep[rep]
+            if (nxt == rep).all():
+                break
+            rep = nxt
+        gone = np.flatnonzero(reason)
+        detail = _details(gone, reason, kept_by, sim, ids)
+        stats["examples"] = [{"dropped": ids[int(i)].as_py(), "kept": ids[int(kept_by[i])].as_py(),
+                              "reason": REASONS[reason[i]], "detail": detail[k]}
+                             for k, i in enumerate(gone[:5])]
+        rep_ids = ids.take(pa.array(rep))
+        # columns without a Python object per row: reason codes index a small dictionary (None
+        # for kept rows), details exist for dropped rows only
+        reason_s = pa.array(list(REASONS[1:]) + [None], pa.string()).take(
+            pa.array(np.where(reason > 0, reason.astype(np.int64) - 1, len(REASONS) - 1)))
+        at = np.full(n, len(gone), np.int64)
+        at[gone] = np.arange(len(gone))
+        det_a = pa.array(detail + [None], pa.string()).take(pa.array(at))
+        kept_id = pc.if_else(pa.array(reason > 0), rep_ids, pa.scalar(None, pa.string()))
+        os.makedirs(os.path.join(folder, ".work", "decisions"), exist_ok=True)
+        for t, a, z in zip(parts, lo[:-1], lo[1:]):
+            sl = slice(int(a), int(z))
+            tab = pa.table({"part": pa.array(np.full(z - a, t.payload["index"], np.int32)),
+                            "row": pa.array(np.arange(z - a, dtype=np.int32)),
+                            "reason": reason_s[sl], "kept_id": kept_id[sl], "detail": det_a[sl],
+                            "cluster": rep_ids[sl]}, schema=DECISIONS)
+            w = shards.PartWriter(decisions_path(folder, t.payload["index"]), DECISIONS)
+            for bt in tab.to_batches():
+                w.write(bt)
+            w.close()
         shards.atomic_write_json(os.path.join(folder, ".work", "prepared.json"), stats)
+        shutil.rmtree(os.path.join(folder, ".work", "map"), ignore_errors=True)  # only decisions are needed now
 
-    def _candidates(self, sig, b, r, cfg):
-        if cfg.lsh == "bands":
-            return candidate_pairs(band_keys(sig, b, r))
-        return datasketch_pairs(sig, b, r, cfg.seed)
+    def _candidates(self, idx, dirs, sigs, b, r, cfg) -> np.ndarray:
+        """Unique LSH candidate pairs among rows `idx`, as indices into idx, band by band."""
+        if len(idx) < 2:
+            return np.zeros((0, 2), np.int64)
+        if cfg.lsh == "datasketch":
+            return datasketch_pairs(sigs.take(idx), b, r, cfg.seed)
+        from ..dedup.minhash import bucket_pairs
 
-    def _semantic(self, texts, alive, cfg, resolve, ids) -> dict:
+        local = np.arange(len(idx))
+        found = []
+        for band in range(b):
+            keys = np.concatenate([np.load(os.path.join(d, "bands.npy"), mmap_mode="r")[band] for d in dirs])[idx]
+            found.append(unique_pairs(bucket_pairs(keys, local)))
+        return unique_pairs(np.concatenate(found))
+
+    def _semantic(self, idx, dirs, lo, pref, cfg) -> dict:
+        empty = {"dropped": np.zeros(0, np.int64), "kept_by": np.zeros(0, np.int64), "sim": np.zeros(0)}
+        if len(idx) < 2:
+            return {**empty, "semantic_clusters": 0}
+        embs = RowStore(dirs, "emb", lo)
+        k = semantic.n_clusters(len(idx), cfg.clusters)
+        labels = semantic.streamed_labels(lambda rows: embs.take(idx[rows]).astype(np.float32), len(idx), k,
+                                          cfg.seed, cfg.kmeans_sample)
+        pairs, _ = semantic.cluster_pairs_by(lambda rows: embs.take(idx[rows]).astype(np.float32), labels, k,
+                                             cfg.eps)
+
+        def cosine(a, b):
+            return np.einsum("ij,ij->i", embs.take(a).astype(np.float32), embs.take(b).astype(np.float32))
+
+        d, by, s, st = R.resolve(idx, pairs, pref, cosine, 1 - cfg.eps)
         from ..embed import get_embedder
 
-        idx = np.flatnonzero(alive)
-        if len(idx) < 2:
-            return {"semantic_clusters": 0}
-        emb = get_embedder(cfg.embedder, cache_dir=cfg.cache_dir)
-        X = emb.encode([texts[i] for i in idx])
-        k = semantic.n_clusters(len(idx), cfg.clusters)
-        labels = semantic.kmeans_labels(X, k, cfg.seed)
-        pairs, cos = semantic.cluster_pairs(X, labels, k, cfg.eps)
-        sims = {(int(idx[x]), int(idx[y])): c for (x, y), c in zip(pairs.tolist(), cos.tolist())}
-        groups = components(len(idx), pairs)
-
-        def info(i, b):
-            s = sims.get((min(i, b), max(i, b)))
-            s = s if s is not None else float(X[np.searchsorted(idx, i)] @ X[np.searchsorted(idx, b)])
-            return f"cosine {s:.3f} with {ids[b]}"
-
-        c = resolve([[int(idx[i]) for i in g] for g in groups], "semantic_dup", info)
-        return {"semantic_clusters": c, "semantic_kmeans_k": int(k), "embedder": emb.name}
+        return {"dropped": d, "kept_by": by, "sim": s, "semantic_clusters": st["clusters"],
+                "semantic_reclustered": st["reclustered"],
+                "semantic_chain_kept": int(len(np.setdiff1d(st["reclustered_rows"], d))),
+                "semantic_kmeans_k": int(k),
+                "embedder": get_embedder(cfg.embedder, cache_dir=cfg.cache_dir).name}
 
     # ------------------------------------------------------------- per-part filter
     def plan(self, inp, cfg):
         return part_tasks(inp)
 
     def run_task(self, payload, cfg, ctx: StageContext) -> Iterator[pa.RecordBatch]:
-        for pairs in decided_batches(payload, ctx):
-            kept = []
-            for rec, d in pairs:
-                if d["reason"]:
-                    meta = rec["meta"] or {}
-                    ctx.reject(d["reason"], record_id=rec["id"], kept_id=d["kept_id"], detail=d["detail"],
-                               source_file=meta.get("source_file"),
-                               line=meta.get("source_line"), raw=json.dumps(rec, ensure_ascii=False, default=str))
-                else:
-                    ctx.keep()
-                    kept.append((rec, d["cluster"]))
-            if kept:
-                recs = with_meta([r for r, _ in kept], "dedup", dedup_cluster=[c for _, c in kept])
-                yield pa.RecordBatch.from_pylist(recs, schema=SCHEMA)
+        for batch, dec in decided_batches(payload, ctx):
+            gone = pc.is_valid(dec.column("reason")).to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(gone).tolist():
+                rec = batch.slice(i, 1).to_pylist()[0]
+                meta = rec["meta"] or {}
+                ctx.reject(dec.column("reason")[i].as_py(), record_id=rec["id"], kept_id=dec.column("kept_id")[i].as_py(),
+                           detail=dec.column("detail")[i].as_py(), source_file=meta.get("source_file"),
+                           line=meta.get("source_line"), raw=json.dumps(rec, ensure_ascii=False, default=str))
+            keep = pa.array(~gone)
+            kept = batch.filter(keep)
+            ctx.keep(kept.num_rows)
+            if kept.num_rows:
+                meta = with_stage(kept.column("meta"), "dedup",
+                                  dedup_cluster=dec.column("cluster").filter(keep).combine_chunks())
+                yield kept.set_column(kept.schema.get_field_index("meta"), SCHEMA.field("meta"), meta)
 
     def finalize(self, folder, cfg, counts):
+        shutil.rmtree(os.path.join(folder, ".work", "map"), ignore_errors=True)
         with open(os.path.join(folder, ".work", "prepared.json")) as f:
             return {"dedup": json.load(f)}
 
+
+REASONS = ("", "exact_dup", "near_dup", "semantic_dup", "near_dup")  # 4: prefix of a longer conversation
+
+
+def _bands(cfg: DedupConfig) -> tuple[int, int]:
+    return (cfg.bands, cfg.rows) if cfg.bands and cfg.rows else \
+        choose_bands(cfg.num_perm, cfg.threshold, margin=cfg.lsh_margin)
+
+
+def _map_dir(folder: str, index: int) -> str:
+    return os.path.join(folder, ".work", "map", f"part-{index:05d}")
+
+
+def _read_ids(d: str) -> pa.Array:
+    with pa.memory_map(os.path.join(d, "ids.arrow")) as src:
+        t = pa.ipc.open_file(src).read_all()
+    return t.column("id").combine_chunks() if t.num_rows else pa.array([], pa.string())
+
+
+def _cat(dirs: list[str], name: str, shape: tuple, dtype, offsets=None) -> np.ndarray:
+    """One column of every map task, concatenated (row numbers shifted by `offsets` if given)."""
+    out = []
+    for k, d in enumerate(dirs):
+        p = os.path.join(d, f"{name}.npy")
+        a = np.load(p) if os.path.exists(p) else np.zeros((0, *shape[1:]), dtype)
+        out.append(a + offsets[k] if offsets is not None else a)
+    return np.concatenate(out).astype(dtype, copy=False) if out else np.zeros(shape, dtype)
+
+
+class RowStore:
+    """Rows of a per-task column (signatures, embeddings) by global row number, memory-mapped:
+    only the rows asked for are read."""
+
+    def __init__(self, dirs: list[str], name: str, lo: np.ndarray):
+        self.parts = [np.load(os.path.join(d, f"{name}.npy"), mmap_mode="r") for d in dirs]
+        self.lo = lo
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        part = np.searchsorted(self.lo, rows, "right") - 1
+        ref = next((p for p in self.parts if len(p)), None)
+        out = np.empty((len(rows), *(ref.shape[1:] if ref is not None else ())),
+                       dtype=ref.dtype if ref is not None else np.float32)
+        for p in np.unique(part).tolist():
+            sel = np.flatnonzero(part == p)
+            out[sel] = self.parts[p][rows[sel] - self.lo[p]]
+        return out
+
+
+def _verify(pairs: np.ndarray, idx, sigs: RowStore, chunk: int = 1 << 16) -> np.ndarray:
+    """Estimated Jaccard (share of equal signature values) of each pair, in chunks."""
+    est = np.empty(len(pairs))
+    for a in range(0, len(pairs), chunk):
+        p = pairs[a:a + chunk]
+        i, j = (idx[p[:, 0]], idx[p[:, 1]]) if idx is not None else (p[:, 0], p[:, 1])
+        est[a:a + chunk] = (sigs.take(i) == sigs.take(j)).mean(axis=1)
+    return est
+
+
+def _details(gone: np.ndarray, reason: np.ndarray, kept_by: np.ndarray, sim: np.ndarray, ids: pa.Array) -> list:
+    """The rejected row's detail, for dropped rows only."""
+    kept = ids.take(pa.array(kept_by[gone])).to_pylist()
+    out = []
+    for k, i in enumerate(gone.tolist()):
+        c = reason[i]
+        if c == 1:
+            out.append(f"exact duplicate of {kept[k]}")
+        elif c == 4:
+            out.append(f"prefix of longer {kept[k]}")
+        elif c == 2:
+            out.append(f"jaccard~{sim[i]:.2f} with {kept[k]}")
+        else:
+            out.append(f"cosine {sim[i]:.3f} with {kept[k]}")
+    return out

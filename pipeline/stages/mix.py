@@ -42,7 +42,8 @@ from .. import shards
 from ..config import ConfigError, make_config
 from ..mixing.plan import DEFAULT_SPECIALIST, STRATEGIES, Source, check_keys, holdout, make_sources, plan
 from ..mixing.weights import MixError, parse_k
-from ..schema import SCHEMA
+from ..schema import SCHEMA, with_stage
+from ..text import joined_text
 
 
 @dataclass
@@ -207,14 +208,6 @@ def _user_turns(messages: pa.Array) -> np.ndarray:
     return np.bincount(parent[is_user], minlength=len(messages)).astype(np.int32)
 
 
-def _joined_text(messages: pa.Array) -> pa.Array:
-    """All message contents of each conversation joined by newlines, without Python loops."""
-    content = pc.struct_field(pc.list_flatten(messages), "content")
-    offs = messages.offsets
-    offs = pc.subtract(offs, offs[0]).cast(pa.int32())
-    return pc.binary_join(pa.ListArray.from_arrays(offs, content), "\n")
-
-
 def _folder_fingerprint(path: str) -> str:
     h = hashlib.sha256()
     mp = os.path.join(path, "manifest.json")
@@ -261,7 +254,7 @@ def _near_validation(cat: Catalog, skip: np.ndarray, in_val: np.ndarray, cfg: Mi
         m = in_val[g0:g0 + b.num_rows]
         if m.any():
             sel = pa.array(np.flatnonzero(m))
-            val_sig.append(mh.signatures(_joined_text(b.column("messages").take(sel)).to_pylist(),
+            val_sig.append(mh.signatures(joined_text(b.column("messages").take(sel)).to_pylist(),
                                          b.column("lang").take(sel).to_pylist()))
             val_ids += b.column("id").take(sel).to_pylist()
     vsig = np.concatenate(val_sig)
@@ -276,7 +269,7 @@ def _near_validation(cat: Catalog, skip: np.ndarray, in_val: np.ndarray, cfg: Mi
         if not len(live):
             continue
         sel = pa.array(live)
-        sig = mh.signatures(_joined_text(b.column("messages").take(sel)).to_pylist(),
+        sig = mh.signatures(joined_text(b.column("messages").take(sel)).to_pylist(),
                             b.column("lang").take(sel).to_pylist())
         keys = band_keys(sig, bands, rows_)
         r, c = np.nonzero(np.isin(keys, vkeys))
@@ -310,25 +303,12 @@ def _iter_global_batches(cat: Catalog, rows: int = 16384):
 
 # ----------------------------------------------------------------------------- copy rows (map)
 
-def _append_stage(meta: pa.Array, stage: str) -> pa.Array:
-    """meta.stages + [stage] for every row, vectorised over the list offsets."""
-    meta = meta.combine_chunks() if isinstance(meta, pa.ChunkedArray) else meta
-    fields = {f.name: pc.struct_field(meta, f.name) for f in meta.type}
-    st = fields["stages"]
-    lens = pc.fill_null(pc.list_value_length(st), 0).to_numpy().astype(np.int64)
-    vals = pa.concat_arrays([pc.list_flatten(st), pa.array([stage], pa.string())])
-    idx = np.insert(np.arange(len(vals) - 1), np.cumsum(lens), len(vals) - 1)
-    offs = np.concatenate([[0], np.cumsum(lens + 1)]).astype(np.int32)
-    fields["stages"] = pa.ListArray.from_arrays(pa.array(offs), vals.take(pa.array(idx)))
-    return pa.StructArray.from_arrays(list(fields.values()), fields=list(meta.type), mask=meta.is_null())
-
-
 def _finish(t: pa.Table, domain: str | None) -> pa.Table:
     if domain is not None:
         t = t.set_column(t.schema.get_field_index("domain"), SCHEMA.field("domain"),
                          pa.array([domain] * t.num_rows, pa.string()))
     i = t.schema.get_field_index("meta")
-    return t.set_column(i, SCHEMA.field("meta"), _append_stage(t.column("meta"), "mix"))
+    return t.set_column(i, SCHEMA.field("meta"), with_stage(t.column("meta"), "mix"))
 
 
 def write_rows(cat: Catalog, rows: np.ndarray, folder: str, rows_per_part: int) -> None:

@@ -1,0 +1,212 @@
+"""The dedup stage as map tasks + a columnar reduce: decisions equal a brute-force reference (all
+pairs, exact Jaccard on the same shingles), no chaining, resumable map tasks, worker count and
+kills change no byte."""
+import glob
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_jsonl
+from pipeline import runner, shards
+from pipeline.dedup.keys import conversation_keys, keep_score
+from pipeline.shingles import shingles
+
+WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "vu", "ze", "bo", "da")
+         for b in ("rin", "tal", "mos", "vek", "dun", "pix", "gor", "hal", "zen", "qua", "wim", "yot")]
+HANZI = "天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏闰余成岁律吕调阳云腾致雨露结为霜金生丽水玉出昆冈剑号巨阙珠称夜光果珍李柰菜重芥姜海咸河淡鳞潜羽翔龙师火帝鸟官人皇始制文字乃服衣裳推位让国有虞陶唐吊民伐罪周发殷汤坐朝问道垂拱平章"
+
+
+def _text(rng, lang, n):
+    if lang == "en":
+        return " ".join(rng.choice(WORDS) for _ in range(n))
+    return "".join(rng.choice(HANZI) for _ in range(n))
+
+
+def _edit(rng, text, lang, rate):
+    units = text.split(" ") if lang == "en" else list(text)
+    for i in rng.sample(range(len(units)), max(1, int(rate * len(units)))):
+        units[i] = rng.choice(WORDS) if lang == "en" else rng.choice(HANZI)
+    return (" " if lang == "en" else "").join(units)
+
+
+def corpus(seed=3, n=160):
+    """Distinct conversations, exact copies (case / punctuation variants), prefixes, light edits
+    (Jaccard well above 0.5) and chains: A ~ B ~ C with A and C far apart."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        lang = "en" if i % 2 else "zh"
+        turns = [(_text(rng, lang, rng.randint(30, 60)), _text(rng, lang, rng.randint(40, 80)))
+                 for _ in range(rng.randint(1, 3))]
+        rows.append({"id": f"c{i}", "lang": lang, "turns": turns})
+    for i in range(0, n, 7):  # exact copies
+        r = rows[i]
+        turns = [(q.upper() if r["lang"] == "en" else q + "。", a) for q, a in r["turns"]]
+        rows.append({"id": f"x{i}", "lang": r["lang"], "turns": turns})
+    for i in range(1, n, 9):  # prefixes of multi-turn ones
+        if len(rows[i]["turns"]) > 1:
+            rows.append({"id": f"p{i}", "lang": rows[i]["lang"], "turns": rows[i]["turns"][:1]})
+    for i in range(2, n, 5):  # near duplicates
+        r = rows[i]
+        rows.append({"id": f"n{i}", "lang": r["lang"],
+                     "turns": [(_edit(rng, q, r["lang"], 0.03), _edit(rng, a, r["lang"], 0.03)) for q, a in r["turns"]]})
+    for k in range(6):  # chains: a 240-unit sequence, windows shifted by 60 (A~B, B~C, A and C ~0.3)
+        lang = "en" if k % 2 else "zh"
+        seq = [rng.choice(WORDS) if lang == "en" else rng.choice(HANZI) for _ in range(420)]
+        sep = " " if lang == "en" else ""
+        for j, (a, b) in enumerate(((0, 240), (60, 300), (120, 360))):
+            rows.append({"id": f"chain{k}{'ABC'[j]}", "lang": lang, "turns": [(sep.join(seq[a:b]), "ok " * (3 - j))]})
+    rng.shuffle(rows)
+    return [{"id": r["id"], "messages": [m for q, a in r["turns"] for m in
+                                          ({"role": "user", "content": q}, {"role": "assistant", "content": a})]}
+            for r in rows]
+
+
+def reference(recs, threshold, keep="longest"):
+    """Brute force on Python objects: exact groups, the prefix rule, then all pairs with exact
+    Jaccard >= threshold on the stage's shingles, components, and the kept-row re-check."""
+    n = len(recs)
+    ids = [r["id"] for r in recs]
+    score = [keep_score(r, keep) for r in recs]
+    better = lambda i: (tuple(-x for x in score[i]), ids[i])  # noqa: E731
+    keys = [conversation_keys(r) for r in recs]
+    dropped = {}
+    groups = {}
+    for i, (k, _) in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    for g in groups.values():
+        best = min(g, key=better)
+        dropped.update({i: ("exact_dup", best) for i in g if i != best})
+    alive = [i for i in range(n) if i not in dropped]
+    owner = {}
+    for i, (_, prefixes) in enumerate(keys):
+        for p in prefixes:
+            if p not in owner or len(keys[owner[p]][1]) < len(prefixes):
+                owner[p] = i
+    alive_set = set(alive)
+    for i in alive:
+        j = owner.get(keys[i][0])
+        if j is not None and j != i and j in alive_set:
+            dropped[i] = ("near_dup", j)
+    alive = [i for i in range(n) if i not in dropped]
+    sh = {i: set(shingles("\n".join(m["content"] for m in recs[i]["messages"]), recs[i]["lang"], 3, 2))
+          for i in alive}
+    jac = lambda i, j: len(sh[i] & sh[j]) / max(len(sh[i] | sh[j]), 1)  # noqa: E731
+    edges = {(i, j) for a, i in enumerate(alive) for j in alive[a + 1:] if jac(i, j) >= threshold}
+    active = set(alive)
+    while edges:
+        comp = {}
+        for i in active:
+            comp[i] = i
+
+        def find(x):
+            while comp[x] != x:
+                x = comp[x]
+            return x
+        for i, j in sorted(edges):
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                comp[max(ri, rj)] = min(ri, rj)
+        members = {}
+        for i in {x for e in edges for x in e}:
+            members.setdefault(find(i), []).append(i)
+        for g in members.values():
+            best = min(g, key=better)
+            active.discard(best)
+            for i in g:
+                if i != best:
+                    if jac(i, best) >= threshold:
+                        dropped[i] = ("near_dup", best)
+                        active.discard(i)
+        edges = {(i, j) for i, j in edges if i in active and j in active}
+    return {ids[i]: (why, ids[j]) for i, (why, j) in dropped.items()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dc")
+    rows = corpus()
+    src = write_jsonl(d / "c.jsonl", rows)
+    ext = str(d / "ext")
+    runner.run_stage("extract", {"source": "s", "tail_turns": 0}, src, ext, rows_per_part=40, progress=False)
+    return {"dir": d, "ext": ext, "recs": list(shards.iter_records(ext))}
+
+
+def decisions(folder):
+    return {r["record_id"]: (r["reason"], r["kept_id"]) for r in shards.iter_records(folder, "rejected")}
+
+
+def snapshot(folder):
+    out = {}
+    for p in sorted(glob.glob(os.path.join(folder, "*", "*.arrow"))):
+        with open(p, "rb") as f:
+            out[os.path.relpath(p, folder)] = f.read()
+    return out
+
+
+def test_columnar_reduce_equals_brute_force(built):
+    assert len(shards.data_files(built["ext"])) > 3  # several map tasks
+    out = str(built["dir"] / "dd")
+    m = runner.run_stage("dedup", {"methods": "exact,minhash", "threshold": 0.5}, built["ext"], out, progress=False)
+    got = decisions(out)
+    want = reference(built["recs"], 0.5)
+    assert got == want
+    why = {r for r, _ in got.values()}
+    assert why == {"exact_dup", "near_dup"}
+    # the chains: B goes with A, C is kept (0.3 from A), though A-B-C is one component
+    for k in range(6):
+        assert got[f"chain{k}B"][1] == f"chain{k}A" and f"chain{k}C" not in got
+    d = m["dedup"]
+    assert d["near_reclustered"] >= 1 and d["prefix_dups"] > 0 and d["exact_clusters"] > 0
+    kept = {r["id"]: r for r in shards.iter_records(out)}
+    assert len(kept) + len(got) == len(built["recs"])
+    assert all(r["meta"]["stages"][-1] == "dedup" and r["meta"]["dedup_cluster"] for r in kept.values())
+    # a dropped record's cluster is the id of the record kept for it
+    assert {kept[v[1]]["meta"]["dedup_cluster"] for v in got.values() if v[1] in kept} <= set(kept)
+    assert not os.path.exists(os.path.join(out, ".work", "map"))  # map columns removed after the reduce
+
+
+def test_workers_and_kills_change_no_byte(built):
+    params = {"methods": "exact,minhash", "threshold": 0.5}
+    one = str(built["dir"] / "w1")
+    runner.run_stage("dedup", params, built["ext"], one, progress=False)
+    two = str(built["dir"] / "w2")
+    runner.run_stage("dedup", params, built["ext"], two, workers=2, progress=False)
+    assert snapshot(two) == snapshot(one)
+    code = ("import sys; from pipeline import runner; "
+            f"runner.run_stage('dedup', {params!r}, {built['ext']!r}, sys.argv[1], workers=int(sys.argv[2]), progress=False)")
+    for kill_after, workers in ((1, 1), (3, 1), (2, 2), (7, 1)):
+        out = str(built["dir"] / f"k{kill_after}-{workers}")
+        env = dict(os.environ, TURNFORGE_KILL_AFTER_FILES=str(kill_after))
+        r = subprocess.run([sys.executable, "-c", code, out, str(workers)], cwd=ROOT, env=env, capture_output=True)
+        assert r.returncode != 0 and not shards.is_complete(out)  # it died, in the map or the reduce
+        r = subprocess.run([sys.executable, "-c", code, out, "1"], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert snapshot(out) == snapshot(one)
+
+
+def test_keys_and_scores_equal_the_per_record_definitions(built):
+    import pyarrow as pa
+
+    from pipeline.dedup.keys import batch_keys, batch_scores
+    from pipeline.schema import SCHEMA
+
+    recs = built["recs"] + [dict(r, messages=[{**r["messages"][0], "role": "system", "content": ""}] + r["messages"])
+                            for r in built["recs"][:20]]
+    b = pa.RecordBatch.from_pylist(recs, schema=SCHEMA)
+    exact, prow, pref = batch_keys(b.column("messages"), b.column("source"))
+    ref = [conversation_keys(r) for r in recs]
+
+    def classes(keys):
+        seen = {}
+        return [seen.setdefault(k, len(seen)) for k in keys]
+    assert classes([tuple(k) for k in exact]) == classes([k for k, _ in ref])
+    assert prow.tolist() == [i for i, (_, ps) in enumerate(ref) for _ in ps]
+    both = [tuple(k) for k in exact] + [tuple(k) for k in pref]
+    assert classes(both) == classes([k for k, _ in ref] + [p for _, ps in ref for p in ps])
+    s = batch_scores(b, "longest")
+    assert np.array_equal(s[:, 1:], np.array([keep_score(r, "longest") for r in recs], dtype=float))
