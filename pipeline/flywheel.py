@@ -36,6 +36,7 @@ from . import runner, shards
 from .config import ConfigError, load_config, make_config
 from .dedup.minhash import MinHasher, band_keys, choose_bands
 from .stages.base import StageFailed
+from .text import joined_text
 
 NAME = re.compile(r"^[\w.-]+$")  # \w is Unicode: Chinese batch names are fine
 
@@ -116,9 +117,7 @@ def batch_stats(folder: str, mh: MinHasher) -> dict:
         n += b.num_rows
         n_msgs += len(flat)
         turns += int((per_turns + 1).sum())
-        recs = b.select(["messages", "lang"]).to_pylist()
-        sigs.append(mh.signatures(["\n".join(m["content"] for m in r["messages"]) for r in recs],
-                                  [r["lang"] for r in recs]))
+        sigs.append(mh.signatures(joined_text(msgs).to_pylist(), b.column("lang").to_pylist()))
     sig = np.concatenate(sigs) if sigs else np.zeros((0, mh.num_perm), np.uint32)
     return {"conversations": n, "messages": n_msgs, "turns": turns, "refusals": refusals, "signatures": sig}
 
@@ -190,12 +189,14 @@ def load_pool(pool: str) -> dict:
         return json.load(f)
 
 
-def pool_signatures(pool: str, meta: dict) -> np.ndarray:
-    mats = []
+def pool_novelty(cand: np.ndarray, pool: str, meta: dict, threshold: float) -> np.ndarray:
+    """`pool_overlap` against every admitted batch, one batch's signatures at a time: memory is
+    the candidate's signatures plus the largest admitted batch, however large the pool grows."""
+    hit = np.zeros(len(cand), dtype=bool)
     for b in meta["batches"]:
         with np.load(os.path.join(pool, b["signatures"])) as z:
-            mats.append(z["signatures"])
-    return np.concatenate(mats) if mats else np.zeros((0, meta.get("minhash", {}).get("num_perm", 128)), np.uint32)
+            hit |= pool_overlap(cand, z["signatures"], threshold)
+    return hit
 
 
 @contextlib.contextmanager
@@ -272,7 +273,7 @@ def admit(config_path: str, batch: list[str], pool: str, *, name: str | None = N
             return _refuse(pool, out, name, decision)
         final = os.path.join(out, manifest["last_stage"])
         stats = batch_stats(final, mh)
-        overlap = pool_overlap(stats["signatures"], pool_signatures(pool, meta), cfg.near_dup_jaccard)
+        overlap = pool_novelty(stats["signatures"], pool, meta, cfg.near_dup_jaccard)
         decision["checks"] = run_checks(out, manifest, stats, overlap, cfg, final)
         decision["counts"] = {k: stats[k] for k in ("conversations", "messages", "turns", "refusals")}
         decision["funnel"] = [{k: f[k] for k in ("stage", "in", "kept", "rejected_total")} for f in manifest["funnel"]]
