@@ -71,8 +71,7 @@ class FakeAPI:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and hung up
                 finally:
-                    with api.lock:
-                        api.inflight -= 1
+                    api._leave(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -90,8 +89,17 @@ class FakeAPI:
         self.server.shutdown()
         self.server.server_close()
 
+    def _leave(self, h) -> None:
+        """A request stops counting as in flight once its answer starts (once per request):
+        counting it until the handler returns would see the client's next request overlap."""
+        with self.lock:
+            if not getattr(h, "_left", False):
+                h._left = True
+                self.inflight -= 1
+
     def _answer(self, h, action, body):
         def send(code, data: bytes, headers=()):
+            self._leave(h)
             h.send_response(code)
             h.send_header("Content-Type", "application/json")
             h.send_header("Content-Length", str(len(data)))
