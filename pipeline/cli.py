@@ -18,7 +18,8 @@ def _cmd_build(a) -> int:
         if not key:
             raise ConfigError(f"--set {k}: use STAGE.key=value with build")
         overrides.setdefault(stage, {})[key] = v
-    m = runner.build(a.config, a.out, workers=a.workers, progress=not a.quiet, overrides=overrides)
+    m = runner.build(a.config, a.out, workers=a.workers, progress=not a.quiet, overrides=overrides,
+                     engine=a.engine, ray_address=a.ray_address)
     print(f"shards: {os.path.join(a.out, m['last_stage'], 'data')}")
     if "mix" in m:
         print(f"mixed ({m['mix']['strategy']}): {os.path.join(a.out, 'final')}")
@@ -37,7 +38,8 @@ def _cmd_report(a) -> int:
 def _cmd_stage(a) -> int:
     params = parse_set(a.set)
     seed = int(params.pop("seed", 0))
-    m = runner.run_stage(a.name, params, a.inp, a.out, workers=a.workers, seed=seed, progress=not a.quiet)
+    m = runner.run_stage(a.name, params, a.inp, a.out, workers=a.workers, seed=seed, progress=not a.quiet,
+                         engine=a.engine or "local", ray_address=a.ray_address)
     c = m["counts"]
     print(f"{a.name}: in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
           f"records_out={c['records_out']} -> {a.out}")
@@ -139,7 +141,7 @@ def _cmd_admit(a) -> int:
     from .flywheel import admit, print_decision
 
     d = admit(a.config, a.batch, a.pool, name=a.name, sets=parse_set(a.set), source=a.source, domain=a.domain,
-              workers=a.workers, progress=not a.quiet)
+              workers=a.workers, progress=not a.quiet, engine=a.engine, ray_address=a.ray_address)
     print_decision(d, sys.stdout)
     return 0 if d["admitted"] else 1
 
@@ -203,6 +205,15 @@ def _cmd_discriminator(a) -> int:
     return 0
 
 
+def _engine_args(p) -> None:
+    p.add_argument("--workers", type=int, default=1, help="parallel tasks (local processes, or Ray CPUs of a local Ray)")
+    p.add_argument("--engine", choices=["local", "ray"], default=None,
+                   help="local process pool (default) or Ray; a build config may say `engine: ray` (docs/cluster.md)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="join this Ray cluster (default: start a local Ray); the output must be on a filesystem "
+                        "every node sees")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="turnforge", description="Build multi-turn SFT shards and train on them.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -210,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="run the stages of a YAML config into OUT/stages/NN-name/")
     b.add_argument("config")
     b.add_argument("--out", required=True)
-    b.add_argument("--workers", type=int, default=1)
+    _engine_args(b)
     b.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(fn=_cmd_build)
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("name", choices=sorted(runner.STAGES))
     s.add_argument("--in", dest="inp", required=True, help="input file/dir/glob (extract) or shard folder")
     s.add_argument("--out", required=True)
-    s.add_argument("--workers", type=int, default=1)
+    _engine_args(s)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_stage)
@@ -279,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ad.add_argument("--domain", help="domain of batch inputs the config does not list (default: general)")
     ad.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="limits (red_lines.max_residual_pii=0, max_pool_overlap=0.5, ...) or STAGE.key=value")
-    ad.add_argument("--workers", type=int, default=1)
+    _engine_args(ad)
     ad.add_argument("--quiet", action="store_true")
     ad.set_defaults(fn=_cmd_admit)
 

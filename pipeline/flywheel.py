@@ -236,7 +236,7 @@ def derived_config(config_path: str, batch: list[str], source: str | None, domai
 
 def admit(config_path: str, batch: list[str], pool: str, *, name: str | None = None,
           sets: dict | None = None, source: str | None = None, domain: str | None = None,
-          workers: int = 1, progress: bool = True) -> dict:
+          workers: int = 1, progress: bool = True, engine: str | None = None, ray_address: str | None = None) -> dict:
     """Build, check and admit or quarantine one batch; returns the decision."""
     for p in batch:
         if not os.path.exists(p) and not any(ch in p for ch in "*?["):
@@ -266,7 +266,8 @@ def admit(config_path: str, batch: list[str], pool: str, *, name: str | None = N
         decision = {"name": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sources": derived["inputs"],
                     "config": os.path.abspath(config_path), "limits": dataclasses.asdict(cfg)}
         try:
-            manifest = runner.build(cfg_path, out, workers=workers, progress=progress, overrides=overrides)
+            manifest = runner.build(cfg_path, out, workers=workers, progress=progress, overrides=overrides,
+                                    engine=engine, ray_address=ray_address)
         except StageFailed as e:  # a stage's own red line (residual PII after anonymising)
             decision["checks"] = [{"name": "pipeline_red_line", "value": None, "limit": None, "op": "",
                                    "passed": False, "detail": str(e)}]

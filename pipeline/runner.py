@@ -13,11 +13,11 @@ import importlib
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from . import report, shards
 from .config import ConfigError, load_config, make_config
+from .engines import Engine, get_engine
 from .stages.base import MapStage, Stage, StageContext, merge_counts
 
 # name -> "module:Class"; imported lazily so a stage's heavy deps load only when it runs.
@@ -52,6 +52,7 @@ def _run_task(name: str, params: dict, task_name: str, payload: dict, folder: st
     """One task in a worker (or inline): write its parts, then its completion marker."""
     stage = get_stage(name)
     cfg = make_config(stage.Config, params)
+    _fail_once(folder, task_name)
     for old in glob.glob(os.path.join(folder, "*", f"part-{task_name}*.arrow")):
         os.remove(old)  # parts of a killed attempt; rewritten identically below
     ctx = StageContext(name, folder, task_name, rows_per_part, batch_rows)
@@ -73,24 +74,27 @@ def _run_map_task(name: str, params: dict, task_name: str, payload: dict, folder
     """One map task of a global step in a worker (or inline): its columns, then its marker."""
     stage = get_stage(name)
     cfg = make_config(stage.Config, params)
+    _fail_once(folder, f"map-{task_name}")
     summary = stage.map_task(payload, cfg, folder)
     shards.atomic_write_json(os.path.join(folder, ".work", "map", f"{task_name}.json"),
                              {"payload": payload, "summary": summary})
     return summary
 
 
-def _run_all(fn, name: str, params: dict, tasks: list, folder: str, workers: int, bar, *extra) -> None:
-    if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(fn, name, params, t.name, t.payload, folder, *extra) for t in tasks]
-            for f in as_completed(futs):
-                f.result()
-                bar.update(1)
-    else:
-        for t in tasks:
-            fn(name, params, t.name, t.payload, folder, *extra)
-            bar.update(1)
+def _run_all(engine, fn, name: str, params: dict, tasks: list, folder: str, bar, *extra) -> None:
+    engine.map(fn, [(name, params, t.name, t.payload, folder, *extra) for t in tasks], lambda: bar.update(1))
     bar.close()
+
+
+def _fail_once(folder: str, task_name: str) -> None:
+    """Fault injection for the engine tests: TURNFORGE_FAIL_ONCE=<task>[,<task>...] makes those
+    tasks raise on their first attempt only (a marker in .work remembers), so a retry must
+    finish them."""
+    if task_name in os.environ.get("TURNFORGE_FAIL_ONCE", "").split(","):
+        mark = os.path.join(folder, ".work", f"{task_name}.failed-once")
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+            raise RuntimeError(f"task {task_name}: injected failure (TURNFORGE_FAIL_ONCE)")
 
 
 def _task_done(folder: str, task, sub: str = "") -> bool:
@@ -102,8 +106,18 @@ def _task_done(folder: str, task, sub: str = "") -> bool:
 
 
 def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers: int = 1, seed: int = 0,
-              rows_per_part: int = 50_000, batch_rows: int = 1000, progress: bool = True) -> dict:
-    """Run one stage into `folder` (resuming it if unfinished); returns its manifest."""
+              rows_per_part: int = 50_000, batch_rows: int = 1000, progress: bool = True,
+              engine: str | Engine = "local", ray_address: str | None = None) -> dict:
+    """Run one stage into `folder` (resuming it if unfinished); returns its manifest. `engine`:
+    `local` (a process pool of `workers`), `ray` (Ray tasks; a local Ray with `workers` CPUs
+    unless `ray_address` names a cluster) or an Engine to reuse."""
+    if isinstance(engine, str):
+        eng = get_engine(engine, workers, ray_address)
+        try:
+            return run_stage(name, params, inp, folder, seed=seed, rows_per_part=rows_per_part,
+                             batch_rows=batch_rows, progress=progress, engine=eng)
+        finally:
+            eng.close()
     stage = get_stage(name)
     cfg = make_config(stage.Config, params)
     fp = _fingerprint({"stage": name, "params": params, "input": inp, "seed": seed})
@@ -123,7 +137,7 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
         if maps:  # global step as map tasks + a columnar reduce
             os.makedirs(os.path.join(folder, ".work", "map"), exist_ok=True)
             todo = [t for t in maps if not _task_done(folder, t, "map")]
-            _run_all(_run_map_task, name, params, todo, folder, workers,
+            _run_all(engine, _run_map_task, name, params, todo, folder,
                      _bar(len(maps), len(maps) - len(todo), f"{name} map", progress))
             stage.reduce(inp, cfg, folder)
         else:
@@ -132,7 +146,7 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
     if isinstance(stage, MapStage):
         rows_per_part = None  # one output part per input part, same name
     todo = [t for t in tasks if not _task_done(folder, t)]
-    _run_all(_run_task, name, params, todo, folder, workers, _bar(len(tasks), len(tasks) - len(todo), name, progress),
+    _run_all(engine, _run_task, name, params, todo, folder, _bar(len(tasks), len(tasks) - len(todo), name, progress),
              rows_per_part, batch_rows)
 
     per_task = []
@@ -168,9 +182,23 @@ def _bar(total: int, done: int, desc: str, enabled: bool):
 
 
 def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True,
-          overrides: dict | None = None) -> dict:
-    """`turnforge build`: every configured stage in order into OUT/stages/NN-name/."""
+          overrides: dict | None = None, engine: str | None = None, ray_address: str | None = None) -> dict:
+    """`turnforge build`: every configured stage in order into OUT/stages/NN-name/. The engine
+    is the argument's, else the config's `engine:` (a name, or {name, address}), else local."""
     cfg = load_config(config_path)
+    ec = cfg.get("engine") or {}
+    ec = {"name": ec} if isinstance(ec, str) else dict(ec)
+    unknown = sorted(set(ec) - {"name", "address"})
+    if unknown:
+        raise ConfigError(f"{config_path}: engine: unknown key(s) {unknown}; known: ['address', 'name']")
+    eng = get_engine(engine or ec.get("name", "local"), workers, ray_address or ec.get("address"))
+    try:
+        return _build(cfg, config_path, out, eng, progress, overrides)
+    finally:
+        eng.close()
+
+
+def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool, overrides: dict | None) -> dict:
     seed = int(cfg.get("seed", 0))
     run_opts = {k: cfg[k] for k in ("rows_per_part", "batch_rows") if k in cfg}
     os.makedirs(out, exist_ok=True)
@@ -190,7 +218,7 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
         if name == "extract" and "inputs" in cfg:
             params.setdefault("inputs", cfg["inputs"])
         folder = os.path.join(out, "stages", f"{k:02d}-{name}")
-        m = run_stage(name, params, prev, folder, workers=workers, seed=seed, progress=progress, **run_opts)
+        m = run_stage(name, params, prev, folder, seed=seed, progress=progress, engine=engine, **run_opts)
         funnel.append({"stage": name, "folder": os.path.relpath(folder, out), **m["counts"]})
         if progress:
             c = m["counts"]

@@ -45,7 +45,7 @@ def _fsync_dir(path: str) -> None:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two attempts of one task never share a temp file
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -78,7 +78,7 @@ class PartWriter:
     """One Arrow IPC stream file, visible under its final name only after close()."""
 
     def __init__(self, path: str, schema: pa.Schema, mode: int | None = None):
-        self.path, self.tmp = path, f"{path}.tmp"
+        self.path, self.tmp = path, f"{path}.{os.getpid()}.tmp"
         self._f = open(self.tmp, "wb")
         if mode is not None:
             os.chmod(self.tmp, mode)
