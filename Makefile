@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/topic_bench.py
 	$(PY) bench/synth_bench.py
 	$(PY) bench/judge_bench.py
+	$(PY) bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) out

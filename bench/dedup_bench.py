@@ -228,6 +228,15 @@ def paraphrase_auc(ev: str, emb_name: str, n: int = 3000) -> dict:
     return out
 
 
+def _cluster_kept(i: str, rej: list[dict], recs: dict) -> list[str]:
+    """Kept records of the clusters that records near `i` were dropped into (estimated by
+    shingle Jaccard >= 0.3 to `i` among the dropped), to show how far `i` is from them."""
+    lang = recs[i]["lang"]
+    near = [r for r in rej if r["reason"] == "near_dup" and r["record_id"] in recs
+            and true_jaccard(recs[i], recs[r["record_id"]], lang, recs[r["record_id"]]["lang"]) >= 0.3]
+    return [r["kept_id"] for r in near if r["kept_id"] in recs][:3]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evaldata", default=os.path.join(ROOT, "..", "shared", "evaldata"))
@@ -309,6 +318,12 @@ def main() -> None:
     print(f"  planted-pair recall {recall:.4f}  precision {precision:.4f}  (targets >= 0.95; "
           f"{wrong} removals with true Jaccard < 0.5 to the kept record)")
     print("  recall by edit: " + ", ".join(f"{k} {np.mean(v):.3f} (n={len(v)})" for k, v in sorted(by_kind.items())))
+    saved = m["dedup"].get("near_chain_kept_examples") or []
+    print(f"  no chaining: {m['dedup'].get('near_chain_kept', 0)} records joined a cluster only through a chain of "
+          f"neighbours and stay (a union-find over verified pairs drops them), e.g. "
+          + ", ".join(f"{i} (true Jaccard to its neighbours' kept record: "
+                      f"{max((true_jaccard(recs[i], recs[k], recs[i]['lang'], recs[k]['lang']) for k in _cluster_kept(i, rej, recs)), default=0):.2f})"
+                      for i in saved[:5]))
     if dt > 1.0:  # not a cached result
         print(f"  {len(recs) / dt:.0f} conversations/s (exact + prefix + MinHash LSH, whole stage)")
 
