@@ -81,6 +81,17 @@ def _run_map_task(name: str, params: dict, task_name: str, payload: dict, folder
     return summary
 
 
+def _run_reduce_task(name: str, params: dict, task_name: str, payload: dict, folder: str) -> dict:
+    """One reduce task (a hash partition, a merge) in a worker (or inline), then its marker."""
+    stage = get_stage(name)
+    cfg = make_config(stage.Config, params)
+    _fail_once(folder, f"reduce-{task_name}")
+    summary = stage.reduce_task(payload, cfg, folder)
+    shards.atomic_write_json(os.path.join(folder, ".work", "reduce", f"{task_name}.json"),
+                             {"payload": payload, "summary": summary})
+    return summary
+
+
 def _run_all(engine, fn, name: str, params: dict, tasks: list, folder: str, bar, *extra) -> None:
     engine.map(fn, [(name, params, t.name, t.payload, folder, *extra) for t in tasks], lambda: bar.update(1))
     bar.close()
@@ -139,6 +150,11 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
             todo = [t for t in maps if not _task_done(folder, t, "map")]
             _run_all(engine, _run_map_task, name, params, todo, folder,
                      _bar(len(maps), len(maps) - len(todo), f"{name} map", progress))
+            os.makedirs(os.path.join(folder, ".work", "reduce"), exist_ok=True)
+            for k, rnd in enumerate(stage.reduce_plan(inp, cfg, folder)):
+                todo = [t for t in rnd if not _task_done(folder, t, "reduce")]
+                _run_all(engine, _run_reduce_task, name, params, todo, folder,
+                         _bar(len(rnd), len(rnd) - len(todo), f"{name} reduce {k}", progress))
             stage.reduce(inp, cfg, folder)
         else:
             stage.prepare(inp, cfg, folder)

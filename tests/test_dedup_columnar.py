@@ -190,6 +190,54 @@ def test_workers_and_kills_change_no_byte(built):
         assert snapshot(out) == snapshot(one)
 
 
+def test_lsh_partitions_and_killed_reduce_tasks_change_no_byte(built):
+    """The reduce as hash partitions of the band keys (each a task: candidates, verification,
+    component forest) and merge rounds of forests gives the bytes of one partition; a run killed
+    inside the reduce rounds resumes to the same bytes."""
+    params = {"methods": "exact,minhash", "threshold": 0.5}
+    one = str(built["dir"] / "p1")
+    m = runner.run_stage("dedup", {**params, "partitions": 1}, built["ext"], one, progress=False)
+    assert m["dedup"]["lsh_partitions"] == 1
+    for q, workers in ((5, 2), (40, 1)):  # 40: two merge rounds (16 forests per merge)
+        out = str(built["dir"] / f"p{q}")
+        m = runner.run_stage("dedup", {**params, "partitions": q}, built["ext"], out, workers=workers, progress=False)
+        assert m["dedup"]["lsh_partitions"] == q and snapshot(out) == snapshot(one)
+    code = ("import sys; from pipeline import runner; "
+            f"runner.run_stage('dedup', {{**{params!r}, 'partitions': 40}}, {built['ext']!r}, sys.argv[1], progress=False)")
+    maps = len(shards.data_files(built["ext"]))
+    # ~2-3 files per map task, ~9 for the exact/prefix step, 3 per partition task, 2 per merge
+    for kill_after in (3 * maps + 4, 3 * maps + 50, 3 * maps + 120):
+        out = str(built["dir"] / f"pk{kill_after}")
+        env = dict(os.environ, TURNFORGE_KILL_AFTER_FILES=str(kill_after))
+        r = subprocess.run([sys.executable, "-c", code, out], cwd=ROOT, env=env, capture_output=True)
+        assert r.returncode != 0 and not shards.is_complete(out)
+        assert len(glob.glob(os.path.join(out, ".work", "map", "*.json"))) == maps  # it died in the reduce
+        r = subprocess.run([sys.executable, "-c", code, out], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert snapshot(out) == snapshot(one)
+
+
+def test_forests_merge_to_the_components_of_all_pairs():
+    import numpy as np
+
+    from pipeline.dedup import reduce as R
+
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, 400, size=(300, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    whole = R.forest(pairs)
+    parts = [R.forest(p) for p in np.array_split(pairs, 7)]
+    merged = R.forest(np.concatenate([R.forest(np.concatenate(parts[:4])), R.forest(np.concatenate(parts[4:]))]))
+    assert np.array_equal(merged, whole)
+    lab = R.components(400, pairs)
+    nodes, roots = whole[:, 0], whole[:, 1]
+    assert np.array_equal(nodes, np.unique(pairs))
+    # same partition into components, and each root is its component's smallest node
+    assert all(lab[r] == lab[n] for n, r in zip(nodes, roots))
+    assert all(r == min(np.flatnonzero(lab == lab[n])) for n, r in zip(nodes[:50], roots[:50]))
+    assert len(np.unique(roots)) == len(np.unique(lab[nodes]))
+
+
 def test_keys_and_scores_equal_the_per_record_definitions(built):
     import pyarrow as pa
 

@@ -18,8 +18,8 @@ from pipeline.config import ConfigError
 ray = pytest.importorskip("ray")
 
 # Ray tasks named so fail on their first attempt (in this module's Ray only): the extract task of
-# the first input file and the first dedup map task.
-FAIL = "00000,map-00000-00000"
+# the first input file, the first dedup map task and the second LSH partition task.
+FAIL = "00000,map-00000-00000,reduce-lsh-001"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,10 +63,14 @@ def test_dedup_20k_ray_equals_local(tmp_path):
     runner.run_stage("extract", {"source": "s", "tail_turns": 0}, src, ext, rows_per_part=4000, progress=False)
     params = {"methods": "exact,minhash"}
     m1 = runner.run_stage("dedup", params, ext, str(tmp_path / "local"), workers=2, progress=False)
-    m2 = runner.run_stage("dedup", params, ext, str(tmp_path / "ray"), progress=False, engine="ray")
+    # on Ray the LSH reduce runs as 3 partition tasks and a merge (local: one partition)
+    m2 = runner.run_stage("dedup", {**params, "partitions": 3}, ext, str(tmp_path / "ray"), progress=False,
+                          engine="ray")
+    assert (m1["dedup"]["lsh_partitions"], m2["dedup"]["lsh_partitions"]) == (1, 3)
     assert m1["dedup"]["dropped"] == m2["dedup"]["dropped"] and sum(m1["dedup"]["dropped"].values()) > 1000
     assert snapshot(str(tmp_path / "local")) == snapshot(str(tmp_path / "ray"))
-    assert os.path.exists(tmp_path / "ray" / ".work" / "map-00000-00000.failed-once")
+    for task in ("map-00000-00000", "reduce-lsh-001"):
+        assert os.path.exists(tmp_path / "ray" / ".work" / f"{task}.failed-once")
 
 
 def test_resume_on_the_other_engine(tmp_path):

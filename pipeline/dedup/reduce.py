@@ -92,6 +92,20 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
+def forest(pairs: np.ndarray) -> np.ndarray:
+    """(node, root) for every node of the edges `pairs` (m, 2; global rows): root is the smallest
+    node of its component. Forests of disjoint edge sets merge by calling this again on their
+    concatenation, so components are found partition by partition and then in merge rounds,
+    never with every pair in one place."""
+    if not len(pairs):
+        return np.zeros((0, 2), np.int64)
+    nodes, inv = np.unique(pairs, return_inverse=True)
+    lab = components(len(nodes), inv.reshape(-1, 2))
+    root = np.full(lab.max() + 1, len(nodes))
+    np.minimum.at(root, lab, np.arange(len(nodes)))  # nodes are sorted: first index = smallest
+    return np.stack([nodes, nodes[root[lab]]], axis=1).astype(np.int64)
+
+
 def resolve(nodes: np.ndarray, pairs: np.ndarray, pref: np.ndarray,
             similarity: Callable[[np.ndarray, np.ndarray], np.ndarray], threshold: float
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -103,34 +117,49 @@ def resolve(nodes: np.ndarray, pairs: np.ndarray, pref: np.ndarray,
     (they joined through a chain of neighbours) are clustered again on the pairs among
     themselves, and so on. Returns (dropped rows, kept row of each, similarity of each, stats).
     """
+    g = np.asarray(nodes, np.int64)[pairs] if len(pairs) else np.zeros((0, 2), np.int64)
+    return resolve_forest(forest(g), pref, similarity, threshold, lambda far: among(g, far))
+
+
+def among(pairs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The pairs with both ends in `rows` (sorted unique global rows)."""
+    if not len(pairs) or not len(rows):
+        return np.zeros((0, 2), np.int64)
+    pos = np.searchsorted(rows, pairs)
+    hit = rows[np.minimum(pos, len(rows) - 1)] == pairs
+    return pairs[hit.all(axis=1)]
+
+
+def resolve_forest(fr: np.ndarray, pref: np.ndarray,
+                   similarity: Callable[[np.ndarray, np.ndarray], np.ndarray], threshold: float,
+                   pairs_among: Callable[[np.ndarray], np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """`resolve` from the components' forest `fr` ((node, root) rows, global rows; see `forest`)
+    and `pairs_among(rows)`, the verified pairs with both ends in `rows`: only the members that
+    are re-clustered are asked for their pairs again, so the pairs can stay where they were
+    verified."""
     dropped, kept_by, sims, far_all = [], [], [], []
-    active = np.ones(len(nodes), dtype=bool)
     stats = {"clusters": 0, "rounds": 0, "reclustered": 0}
-    p = pairs
-    while len(p):
+    while len(fr):
         stats["rounds"] += 1
-        lab = components(len(nodes), p)
-        member = np.unique(p)  # nodes in a component of size >= 2
-        lab_m = lab[member]
-        order = np.lexsort((pref[nodes[member]], lab_m))
+        member, lab = fr[:, 0], fr[:, 1]
+        order = np.lexsort((pref[member], lab))
         srt = member[order]
-        start = np.r_[True, lab_m[order][1:] != lab_m[order][:-1]]
+        start = np.r_[True, lab[order][1:] != lab[order][:-1]]
         gid = np.cumsum(start) - 1
         best = srt[start][gid]
         others = ~start
         m, b = srt[others], best[others]
-        s = similarity(nodes[m], nodes[b]) if len(m) else np.zeros(0)
+        s = similarity(m, b) if len(m) else np.zeros(0)
         close = s >= threshold
-        dropped.append(nodes[m[close]])
-        kept_by.append(nodes[b[close]])
+        dropped.append(m[close])
+        kept_by.append(b[close])
         sims.append(s[close])
         stats["clusters"] += int(len(np.unique(b[close])))
-        far = m[~close]
+        far = np.sort(m[~close])
         stats["reclustered"] += int(len(far))  # joined only through a chain: clustered again
-        far_all.append(nodes[far])
-        active[srt] = False
-        active[far] = True  # only those not close to their kept row go on
-        p = p[active[p[:, 0]] & active[p[:, 1]]]
+        far_all.append(far)
+        fr = forest(pairs_among(far))
     cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
     stats["reclustered_rows"] = np.unique(cat(far_all, np.int64))
     return cat(dropped, np.int64), cat(kept_by, np.int64), cat(sims, np.float64), stats

@@ -142,9 +142,20 @@ class Stage:
         """One map task; returns a small JSON-able summary for its marker."""
         raise NotImplementedError
 
+    def reduce_plan(self, inp: str | None, cfg, folder: str) -> list[list[Task]]:
+        """Rounds of reduce tasks, run after the map tasks and before `reduce` (e.g. one task
+        per hash partition of keys, then rounds that merge their results). Runs in the driver
+        and may write what the tasks read; it runs again on resume, so it must be idempotent.
+        Markers: `.work/reduce/<task>.json`. Empty: the reduce is `reduce` alone."""
+        return []
+
+    def reduce_task(self, payload: dict, cfg, folder: str) -> dict:
+        """One reduce task; returns a small JSON-able summary for its marker."""
+        raise NotImplementedError
+
     def reduce(self, inp: str | None, cfg, folder: str) -> None:
-        """The columnar reduce over every map task's output; writes the per-part decisions
-        and `.work/prepared.json` last."""
+        """The columnar reduce over every map (and reduce) task's output; writes the per-part
+        decisions and `.work/prepared.json` last."""
         raise NotImplementedError
 
     def finalize(self, folder: str, cfg, counts: dict) -> dict:

@@ -24,6 +24,7 @@ filters each part with them (pyarrow, no per-record Python for kept records).
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -70,6 +71,10 @@ class DedupConfig:
     rows: int = 0
     lsh_margin: float = 0.02
     lsh: str = "bands"  # bands (map + group-by + union-find) | datasketch (in-memory MinHashLSH)
+    # LSH band keys are hash-partitioned; each partition is one reduce task (candidates,
+    # verification, components), so the reduce spreads over the engine's workers. 0: one
+    # partition per 4M band keys (at most 256). Decisions do not depend on it.
+    partitions: int = 0
     embedder: str = "use-m3"
     embed_chars: int = 512  # conversation text embedded (head of the joined messages; embedding is the cost)
     cache_dir: str | None = None  # embedding cache; vectors only, keyed by text hash
@@ -92,6 +97,8 @@ class DedupConfig:
             raise ConfigError("dedup.threshold must be in (0, 1] and eps in [0, 1)")
         if self.lsh not in ("bands", "datasketch"):
             raise ConfigError(f"dedup.lsh: {self.lsh!r} not in bands|datasketch")
+        if not 0 <= int(self.partitions) <= N_BUCKETS:
+            raise ConfigError(f"dedup.partitions must be in [0, {N_BUCKETS}] (0: by size), got {self.partitions}")
 
 
 class Dedup(Stage):
@@ -145,9 +152,14 @@ class Dedup(Stage):
             if k == "sig" and mh is None or k == "emb" and emb is None:
                 continue
             np.save(os.path.join(tmp, f"{k}.npy"), np.concatenate(parts) if parts else np.zeros(*empty[k]))
-        if mh is not None:
+        if mh is not None:  # band keys, grouped by hash bucket: a reduce task reads its buckets' slice
             sig = np.load(os.path.join(tmp, "sig.npy"))
-            np.save(os.path.join(tmp, "bands.npy"), np.ascontiguousarray(band_keys(sig, b_, r_).T))
+            keys = band_keys(sig, b_, r_).reshape(-1)
+            order = np.argsort(_bucket(keys), kind="stable")
+            np.save(os.path.join(tmp, "lsh_keys.npy"), keys[order])
+            np.save(os.path.join(tmp, "lsh_rows.npy"), (order // b_).astype(np.int32))
+            np.save(os.path.join(tmp, "lsh_off.npy"),
+                    np.searchsorted(_bucket(keys[order]), np.arange(N_BUCKETS + 1)).astype(np.int64))
         with pa.OSFile(os.path.join(tmp, "ids.arrow"), "wb") as f:
             with pa.ipc.new_file(f, pa.schema([("id", pa.string())])) as w:
                 for a in ids:
@@ -156,10 +168,72 @@ class Dedup(Stage):
         return {"rows": n}
 
     # ------------------------------------------------------------- reduce
-    def reduce(self, inp, cfg: DedupConfig, folder: str) -> None:
+    def reduce_plan(self, inp, cfg: DedupConfig, folder: str) -> list[list[Task]]:
+        """In the driver: exact and prefix decisions (small columns), saved for `reduce`; then
+        the LSH rounds: one task per hash partition of the band keys, then merges of their
+        component forests, 16 at a time, down to one."""
         methods = cfg.method_list()
+        red = os.path.join(folder, ".work", "reduce")
+        if not os.path.exists(os.path.join(red, "early.json")):
+            self._early(inp, cfg, folder)
+        if "minhash" not in methods or cfg.lsh != "bands":
+            return []
+        dirs = self._dirs(inp, folder)
+        entries = sum(int(np.load(os.path.join(d, "lsh_off.npy"))[-1]) for d in dirs)
+        q = int(cfg.partitions) or min(N_BUCKETS, max(1, -(-entries // 4_000_000)))
+        edges = np.linspace(0, N_BUCKETS, q + 1).round().astype(int)
+        rounds = [[Task(f"lsh-{k:03d}", {"kind": "lsh", "name": f"lsh-{k:03d}",
+                                         "buckets": [int(edges[k]), int(edges[k + 1])]})
+                   for k in range(q)]]
+        names = [f"forest-{t.name}" for t in rounds[0]]
+        r = 0
+        while len(names) > 1:
+            r += 1
+            groups = [names[k:k + 16] for k in range(0, len(names), 16)]
+            rounds.append([Task(f"merge-{r}-{k:03d}", {"kind": "merge", "name": f"merge-{r}-{k:03d}", "inputs": g}) for k, g in enumerate(groups)])
+            names = [f"forest-{t.name}" for t in rounds[-1]]
+        shards.atomic_write_json(os.path.join(red, "plan.json"), {"forest": names[0], "partitions": q})
+        return rounds
+
+    def reduce_task(self, payload, cfg: DedupConfig, folder: str) -> dict:
+        red = os.path.join(folder, ".work", "reduce")
+        if payload["kind"] == "merge":  # components of the union of some forests
+            fr = R.forest(np.concatenate([np.load(os.path.join(red, f"{n}.npy")) for n in payload["inputs"]]))
+            summary = {"nodes": int(len(fr))}
+        else:  # one hash partition of the band keys: candidates, verified, their components
+            a, b = payload["buckets"]
+            meta = np.load(os.path.join(red, "offsets.npy"))
+            dirs = [_map_dir(folder, int(i)) for i in np.load(os.path.join(red, "parts.npy"))]
+            alive = np.load(os.path.join(red, "alive.npy"), mmap_mode="r")
+            keys, rows = [], []
+            for d, lo in zip(dirs, meta[:-1]):
+                off = np.load(os.path.join(d, "lsh_off.npy"))
+                keys.append(np.load(os.path.join(d, "lsh_keys.npy"), mmap_mode="r")[off[a]:off[b]])
+                rows.append(np.load(os.path.join(d, "lsh_rows.npy"), mmap_mode="r")[off[a]:off[b]] + lo)
+            keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+            rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+            live = alive[rows]
+            from ..dedup.minhash import bucket_pairs
+
+            pairs = unique_pairs(bucket_pairs(keys[live], rows[live]))
+            del keys, rows
+            est = _verify(pairs, None, RowStore(dirs, "sig", meta))
+            good = pairs[est >= cfg.threshold]
+            shards.atomic_write_bytes(os.path.join(red, f"pairs-{payload['name']}.npy"), _npy(good))
+            fr = R.forest(good)
+            summary = {"candidates": int(len(pairs)), "verified": int(len(good))}
+        shards.atomic_write_bytes(os.path.join(red, f"forest-{payload['name']}.npy"), _npy(fr))
+        return summary
+
+    def _dirs(self, inp, folder) -> list[str]:
+        return [_map_dir(folder, t.payload["index"]) for t in part_tasks(inp)]
+
+    def _early(self, inp, cfg: DedupConfig, folder: str) -> None:
+        """Exact and prefix duplicates, the keep preference, the rows still alive for LSH."""
+        methods = cfg.method_list()
+        red = os.path.join(folder, ".work", "reduce")
         parts = part_tasks(inp)
-        dirs = [_map_dir(folder, t.payload["index"]) for t in parts]
+        dirs = self._dirs(inp, folder)
         rows = [json.load(open(os.path.join(folder, ".work", "map", f"{t.name}.json")))["summary"]["rows"]
                 for t in parts]
         lo = np.r_[0, np.cumsum(rows)].astype(np.int64)
@@ -167,50 +241,89 @@ class Dedup(Stage):
         ids = pa.concat_arrays([_read_ids(d) for d in dirs]) if dirs else pa.array([], pa.string())
         id_rank = np.empty(n, np.int64)
         id_rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)
+        del ids
         pref = R.preference(_cat(dirs, "score", (0, 3), np.float64), id_rank)
         del id_rank
         exact = _cat(dirs, "exact", (0, 2), np.uint64)
-        reason = np.zeros(n, np.int8)  # 0 kept, else index into REASONS
+        reason = np.zeros(n, np.int8)
         kept_by = np.arange(n)
-        sim = np.full(n, np.nan)
         stats: dict = {"records": n}
-
-        def drop(rows_, by, code, s=None):
-            reason[rows_], kept_by[rows_] = code, by
-            if s is not None:
-                sim[rows_] = s
-
-        alive = np.ones(n, bool)
         if "exact" in methods:
             d, by, stats["exact_clusters"] = R.best_of_groups(exact, np.arange(n), pref)
-            drop(d, by, 1)
-            alive = reason == 0
+            reason[d], kept_by[d] = 1, by
         if "minhash" in methods:
             pdup = 0
             if cfg.prefix:
                 length = _cat(dirs, "length", (0,), np.int32)
                 keys, owners = R.prefix_owners(_cat(dirs, "prefix_row", (0,), np.int64, offsets=lo),
                                                _cat(dirs, "prefix", (0, 2), np.uint64), length)
-                d, by = R.prefix_dups(exact, alive, keys, owners)
-                drop(d, by, 4)
+                d, by = R.prefix_dups(exact, reason == 0, keys, owners)
+                reason[d], kept_by[d] = 4, by
                 pdup = len(d)
-                del length, keys, owners
-                alive = reason == 0
             stats["prefix_dups"] = int(pdup)
+        gone = np.flatnonzero(reason)
+        for name, a in (("offsets", lo), ("parts", np.array([t.payload["index"] for t in parts], np.int64)),
+                        ("pref", pref), ("alive", reason == 0), ("gone", gone), ("gone_by", kept_by[gone]),
+                        ("gone_reason", reason[gone])):
+            shards.atomic_write_bytes(os.path.join(red, f"{name}.npy"), _npy(a))
+        shards.atomic_write_json(os.path.join(red, "early.json"), stats)
+
+    def reduce(self, inp, cfg: DedupConfig, folder: str) -> None:
+        methods = cfg.method_list()
+        red = os.path.join(folder, ".work", "reduce")
+        parts = part_tasks(inp)
+        dirs = self._dirs(inp, folder)
+        lo = np.load(os.path.join(red, "offsets.npy"))
+        n = int(lo[-1])
+        ids = pa.concat_arrays([_read_ids(d) for d in dirs]) if dirs else pa.array([], pa.string())
+        pref = np.load(os.path.join(red, "pref.npy"))
+        with open(os.path.join(red, "early.json")) as f:
+            stats = json.load(f)
+        reason = np.zeros(n, np.int8)  # 0 kept, else index into REASONS
+        kept_by = np.arange(n)
+        sim = np.full(n, np.nan)
+        gone = np.load(os.path.join(red, "gone.npy"))
+        reason[gone], kept_by[gone] = np.load(os.path.join(red, "gone_reason.npy")), np.load(os.path.join(red, "gone_by.npy"))
+
+        def drop(rows_, by, code, s=None):
+            reason[rows_], kept_by[rows_] = code, by
+            if s is not None:
+                sim[rows_] = s
+
+        alive = reason == 0
+        if "minhash" in methods:
             b_, r_ = _bands(cfg)
             stats["lsh_bands_rows"] = [b_, r_]
             sigs = RowStore(dirs, "sig", lo)
-            idx = np.flatnonzero(alive)
-            pairs = self._candidates(idx, dirs, sigs, b_, r_, cfg)
-            stats["lsh_candidates"] = int(len(pairs))
-            est = _verify(pairs, idx, sigs)
-            good = pairs[est >= cfg.threshold]
-            stats["lsh_verified"] = int(len(good))
 
             def jaccard(a, b):
                 return _verify(np.stack([a, b], 1), None, sigs)
 
-            d, by, s, st = R.resolve(idx, good, pref, jaccard, cfg.threshold)
+            if cfg.lsh == "bands":
+                with open(os.path.join(red, "plan.json")) as f:
+                    plan = json.load(f)
+                summ = [json.load(open(p))["summary"] for p in sorted(glob.glob(os.path.join(red, "lsh-*.json")))]
+                stats["lsh_partitions"] = plan["partitions"]
+                # a pair found in two partitions (through two bands) counts in each
+                stats["lsh_candidates"] = sum(x["candidates"] for x in summ)
+                stats["lsh_verified"] = sum(x["verified"] for x in summ)
+                fr = np.load(os.path.join(red, f"{plan['forest']}.npy"))
+                pair_files = sorted(glob.glob(os.path.join(red, "pairs-lsh-*.npy")))
+
+                def pairs_among(rows_):
+                    if not len(rows_):
+                        return np.zeros((0, 2), np.int64)
+                    got = [R.among(np.load(p, mmap_mode="r"), rows_) for p in pair_files]
+                    return unique_pairs(np.concatenate(got)) if got else np.zeros((0, 2), np.int64)
+
+                d, by, s, st = R.resolve_forest(fr, pref, jaccard, cfg.threshold, pairs_among)
+            else:
+                idx = np.flatnonzero(alive)
+                pairs = datasketch_pairs(sigs.take(idx), b_, r_, cfg.seed) if len(idx) > 1 else np.zeros((0, 2), np.int64)
+                stats["lsh_candidates"] = int(len(pairs))
+                good = pairs[_verify(pairs, idx, sigs) >= cfg.threshold]
+                stats["lsh_verified"] = int(len(good))
+                d, by, s, st = R.resolve(idx, good, pref, jaccard, cfg.threshold)
             drop(d, by, 2, s)
             stats["near_clusters"] = st["clusters"]
             stats["near_reclustered"] = st["reclustered"]
@@ -259,22 +372,8 @@ class Dedup(Stage):
                 w.write(bt)
             w.close()
         shards.atomic_write_json(os.path.join(folder, ".work", "prepared.json"), stats)
-        shutil.rmtree(os.path.join(folder, ".work", "map"), ignore_errors=True)  # only decisions are needed now
-
-    def _candidates(self, idx, dirs, sigs, b, r, cfg) -> np.ndarray:
-        """Unique LSH candidate pairs among rows `idx`, as indices into idx, band by band."""
-        if len(idx) < 2:
-            return np.zeros((0, 2), np.int64)
-        if cfg.lsh == "datasketch":
-            return datasketch_pairs(sigs.take(idx), b, r, cfg.seed)
-        from ..dedup.minhash import bucket_pairs
-
-        local = np.arange(len(idx))
-        found = []
-        for band in range(b):
-            keys = np.concatenate([np.load(os.path.join(d, "bands.npy"), mmap_mode="r")[band] for d in dirs])[idx]
-            found.append(unique_pairs(bucket_pairs(keys, local)))
-        return unique_pairs(np.concatenate(found))
+        for sub in ("map", "reduce"):  # only decisions are needed now
+            shutil.rmtree(os.path.join(folder, ".work", sub), ignore_errors=True)
 
     def _semantic(self, idx, dirs, lo, pref, cfg) -> dict:
         empty = {"dropped": np.zeros(0, np.int64), "kept_by": np.zeros(0, np.int64), "sim": np.zeros(0)}
@@ -327,6 +426,22 @@ class Dedup(Stage):
 
 
 REASONS = ("", "exact_dup", "near_dup", "semantic_dup", "near_dup")  # 4: prefix of a longer conversation
+
+
+N_BUCKETS = 256  # hash buckets of band keys in a map task's output; partitions are ranges of them
+
+
+def _bucket(keys: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(56)).astype(np.int64)
+
+
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
 
 
 def _bands(cfg: DedupConfig) -> tuple[int, int]:
