@@ -31,6 +31,10 @@ of records in no planted pair (false positives).
 
     .venv/bin/python bench/scale_bench.py                      # N = 100k, 300k, 1M; semantic at 300k
     .venv/bin/python bench/scale_bench.py --n 2000 10000 --semantic-n 2000            # quick
+    .venv/bin/python bench/scale_bench.py --n 300000 --semantic-n 0 --engine ray      # engines
+With --engine ray, dedup also runs on the local engine with 1 worker and on a local Ray with 1
+and with 2 workers (each a fresh child, Ray's start-up included): Ray's overhead over local on one
+worker, the speed-up from 1 to 2 Ray workers, and whether the bytes equal the local run's.
     options: --workers 2 --work /tmp/turnforge_scale --keep --json PATH --seed 0 --peer-bands B --peer-rows R
 Measures the pipeline/ of the tree holding this file. Nothing is asserted; nothing is downloaded.
 """
@@ -312,12 +316,24 @@ def measure(cmd: list[str], poll: float) -> dict:
     return {"wall_s": wall, "peak_tree_mb": peak / 2 ** 20, "maxrss_mb": ru.ru_maxrss / 1024, "load1": os.getloadavg()[0]}
 
 
-def run_stage(name: str, params: dict, inp: str, out: str, a) -> dict:
+def run_stage(name: str, params: dict, inp: str, out: str, a, workers: int = 0, engine: str = "local") -> dict:
     cmd = [sys.executable, "-m", "pipeline.cli", "stage", name, "--in", inp, "--out", out, "--workers",
-           str(a.workers), "--quiet"] + [x for k, v in params.items() for x in ("--set", f"{k}={v}")]
+           str(workers or a.workers), "--engine", engine, "--quiet"] + [
+        x for k, v in params.items() for x in ("--set", f"{k}={v}")]
     r = measure(cmd, a.poll)
     c = shards.load_manifest(out)["counts"]
     return {**r, "in": c["in"], "kept": c["kept"], "conv_per_s": c["in"] / r["wall_s"]}
+
+
+def digests(folder: str) -> dict:
+    import hashlib
+
+    out = {}
+    for sub in ("data", "rejected"):
+        for p in shards.data_files(folder, sub):
+            with open(p, "rb") as f:
+                out[f"{sub}/{os.path.basename(p)}"] = hashlib.sha256(f.read()).hexdigest()
+    return out
 
 
 def ids_of(folder: str) -> set:
@@ -426,6 +442,13 @@ def build(n: int, a, semantic: bool, peers: bool = True) -> dict:
     d["manifest"] = {k: v for k, v in shards.load_manifest(dedup).get("dedup", {}).items() if k != "examples"}
     for kind in (["rensa"] + ["datasketch"] * (n <= a.datasketch_max_n)) * peers:
         res["peers"][kind] = run_peer(kind, pii, folder, a, present, pairs)
+    if a.engine == "ray":  # the same dedup on: local 1 worker, Ray 1 worker, Ray 2 workers
+        res["engines"] = {}
+        for eng, w in (("local", 1), ("ray", 1), ("ray", 2)):
+            out = os.path.join(folder, "stages", f"04-dedup-{eng}-w{w}")
+            res["engines"][f"{eng} w{w}"] = r = run_stage("dedup", STAGES[3][1], pii, out, a, workers=w, engine=eng)
+            r["same_bytes"] = digests(out) == digests(dedup)
+            r["partitions"] = shards.load_manifest(out)["dedup"].get("lsh_partitions")
     if semantic:
         out = os.path.join(folder, "stages", "04-dedup-semantic")
         r = run_stage("dedup", {**STAGES[3][1], "methods": "exact,minhash,semantic", "eps": 0.04}, pii, out, a)
@@ -439,6 +462,14 @@ def build(n: int, a, semantic: bool, peers: bool = True) -> dict:
               f"{r['sketch_s']:.1f} s, insert {r['insert_s']:.1f} s, query+verify {r['query_s']:.1f} s")
     if "semantic" in res:
         print(row("dedup+semantic", res["semantic"]) + f"  {res['semantic']['semantic_dup']} semantic_dup")
+    for name, r in res.get("engines", {}).items():
+        print(row(f"dedup {name}", r) + f"  {r['partitions']} LSH partitions, same bytes as --workers "
+              f"{a.workers} local: {r['same_bytes']}")
+    if res.get("engines"):
+        e = res["engines"]
+        print(f"  ray vs local, 1 worker: time {e['ray w1']['wall_s'] / e['local w1']['wall_s']:.2f}x (overhead "
+              f"{e['ray w1']['wall_s'] / e['local w1']['wall_s'] - 1:+.1%}); ray 2 workers vs 1: speed-up "
+              f"{e['ray w1']['wall_s'] / e['ray w2']['wall_s']:.2f}x")
     m = d["manifest"]
     print(f"turnforge dedup: bands x rows {m.get('lsh_bands_rows')}, {m.get('lsh_candidates')} LSH candidates, "
           f"{m.get('lsh_verified')} verified, dropped {m.get('dropped')}; peers' candidates: "
@@ -460,6 +491,8 @@ def main() -> None:
     for flag, kw in [("--n", dict(type=int, nargs="+", default=[100_000, 300_000, 1_000_000])),
                      ("--semantic-n", dict(type=int, default=300_000, help="0: skip")),
                      ("--workers", dict(type=int, default=2)), ("--seed", dict(type=int, default=0)),
+                     ("--engine", dict(choices=["local", "ray"], default="local",
+                                       help="ray: also dedup on local 1 worker, Ray 1 and 2 workers")),
                      ("--work", dict(default="/tmp/turnforge_scale")), ("--json", dict(help="write the results here")),
                      ("--keep", dict(action="store_true", help="keep the build folders")),
                      ("--poll", dict(type=float, default=0.05, help="RSS polling interval (s)")),

@@ -70,24 +70,14 @@ def _run_task(name: str, params: dict, task_name: str, payload: dict, folder: st
     return counts
 
 
-def _run_map_task(name: str, params: dict, task_name: str, payload: dict, folder: str) -> dict:
-    """One map task of a global step in a worker (or inline): its columns, then its marker."""
+def _run_step_task(name: str, params: dict, task_name: str, payload: dict, folder: str, step: str) -> dict:
+    """One task of a global step (step "map": its columns; "reduce": a hash partition or a
+    merge) in a worker (or inline), then its marker `.work/<step>/<task>.json`."""
     stage = get_stage(name)
     cfg = make_config(stage.Config, params)
-    _fail_once(folder, f"map-{task_name}")
-    summary = stage.map_task(payload, cfg, folder)
-    shards.atomic_write_json(os.path.join(folder, ".work", "map", f"{task_name}.json"),
-                             {"payload": payload, "summary": summary})
-    return summary
-
-
-def _run_reduce_task(name: str, params: dict, task_name: str, payload: dict, folder: str) -> dict:
-    """One reduce task (a hash partition, a merge) in a worker (or inline), then its marker."""
-    stage = get_stage(name)
-    cfg = make_config(stage.Config, params)
-    _fail_once(folder, f"reduce-{task_name}")
-    summary = stage.reduce_task(payload, cfg, folder)
-    shards.atomic_write_json(os.path.join(folder, ".work", "reduce", f"{task_name}.json"),
+    _fail_once(folder, f"{step}-{task_name}")
+    summary = (stage.map_task if step == "map" else stage.reduce_task)(payload, cfg, folder)
+    shards.atomic_write_json(os.path.join(folder, ".work", step, f"{task_name}.json"),
                              {"payload": payload, "summary": summary})
     return summary
 
@@ -148,13 +138,13 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
         if maps:  # global step as map tasks + a columnar reduce
             os.makedirs(os.path.join(folder, ".work", "map"), exist_ok=True)
             todo = [t for t in maps if not _task_done(folder, t, "map")]
-            _run_all(engine, _run_map_task, name, params, todo, folder,
-                     _bar(len(maps), len(maps) - len(todo), f"{name} map", progress))
+            _run_all(engine, _run_step_task, name, params, todo, folder,
+                     _bar(len(maps), len(maps) - len(todo), f"{name} map", progress), "map")
             os.makedirs(os.path.join(folder, ".work", "reduce"), exist_ok=True)
             for k, rnd in enumerate(stage.reduce_plan(inp, cfg, folder)):
                 todo = [t for t in rnd if not _task_done(folder, t, "reduce")]
-                _run_all(engine, _run_reduce_task, name, params, todo, folder,
-                         _bar(len(rnd), len(rnd) - len(todo), f"{name} reduce {k}", progress))
+                _run_all(engine, _run_step_task, name, params, todo, folder,
+                         _bar(len(rnd), len(rnd) - len(todo), f"{name} reduce {k}", progress), "reduce")
             stage.reduce(inp, cfg, folder)
         else:
             stage.prepare(inp, cfg, folder)
