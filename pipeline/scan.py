@@ -48,7 +48,7 @@ def scan_folder(folder: str, out: TextIO, limit: int = 20, entities=None) -> int
 
 
 def _read_json_or_jsonl(path: str) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         head = f.read(1)
         f.seek(0)
         if head == "[":

@@ -90,3 +90,31 @@ def test_expand_paths_sorted_and_clear_errors(tmp_path):
     assert [p.split("/")[-1] for p in readers.expand_paths(str(tmp_path))] == ["a.json", "b.jsonl"]
     with pytest.raises(FileNotFoundError, match="no such file"):
         readers.expand_paths(str(tmp_path / "missing.jsonl"))
+
+
+@pytest.mark.parametrize("name,body", [
+    ("bom.jsonl", '{"messages": []}\n{"messages": [1]}\n'),
+    ("bom_lines.json", '{"messages": []}\n{"messages": [1]}\n'),
+    ("bom_array.json", '[{"messages": []}, {"messages": [1]}]'),
+    ("bom.csv", "sid,speaker,msg\n1,customer,hi\n1,agent,hello\n"),
+])
+def test_a_byte_order_mark_costs_no_record(tmp_path, name, body):
+    plain, marked = tmp_path / "plain", tmp_path / "marked"
+    plain.mkdir(), marked.mkdir()
+    (plain / name).write_text(body, encoding="utf-8")
+    (marked / name).write_text(body, encoding="utf-8-sig")  # what Notepad and Excel save
+    want = [(i.line, i.obj, i.error) for i in iter_items(str(plain / name))]
+    got = [(i.line, i.obj, i.error) for i in iter_items(str(marked / name))]
+    assert got == want and all(e is None for _, _, e in got)
+
+
+def test_malformed_json_detail_keeps_the_whole_decoder_message(tmp_path):
+    p = tmp_path / "ctl.jsonl"
+    bad = '{"text": "a\tb"}'  # a raw tab inside a string: "Invalid control character at"
+    p.write_text(bad + "\n", encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError) as e:
+        json.loads(bad)
+    (item,) = iter_items(str(p))
+    assert item.error == "malformed_json"
+    assert e.value.msg in item.detail and f"column {e.value.colno}" in item.detail
+    assert not item.detail.rstrip().endswith(" at")

@@ -64,9 +64,19 @@ def expand_paths(path: str) -> list[str]:
 
 # ---------------------------------------------------------------------------- containers
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark some editors (Notepad, Excel exports) write first
+
+
+def _json_error(e: json.JSONDecodeError) -> str:
+    """The whole decoder message: `e.msg` alone can end mid-sentence ("Invalid control character at")."""
+    return f"{e.msg}: column {e.colno} (char {e.pos})"
+
+
 def _iter_jsonl(path: str) -> Iterator[Item]:
     with open(path, "rb") as f:
         for n, b in enumerate(f, 1):
+            if n == 1 and b.startswith(BOM):
+                b = b[len(BOM):]
             if not b.strip():
                 continue
             try:
@@ -78,14 +88,14 @@ def _iter_jsonl(path: str) -> Iterator[Item]:
             try:
                 yield Item(path, n, json.loads(s))
             except json.JSONDecodeError as e:
-                yield Item(path, n, error="malformed_json", detail=f"column {e.colno}: {e.msg}",
+                yield Item(path, n, error="malformed_json", detail=_json_error(e),
                            raw=s.rstrip("\n"))
 
 
 def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
     """Elements of a top-level JSON array, decoded one at a time from a growing buffer."""
     dec = json.JSONDecoder()
-    with open(path, "r", encoding="utf-8", errors="strict") as f:
+    with open(path, "r", encoding="utf-8-sig", errors="strict") as f:
         buf, pos, line, eof = "", 0, 1, False
 
         def fill() -> bool:
@@ -124,7 +134,8 @@ def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
                     if eof or not fill():
                         rest = buf[pos:]
                         yield Item(path, line, error="malformed_json",
-                                   detail=f"array element: {e.msg}; rest of file unreadable",
+                                   detail=f"array element: {e.msg} (char {e.pos - pos} of the element); "
+                                          "rest of file unreadable",
                                    raw=rest)
                         return
             yield Item(path, line, obj)
@@ -134,8 +145,8 @@ def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
 
 def _iter_json(path: str) -> Iterator[Item]:
     with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith(b"["):
+        head = f.read(4096)
+    if head.removeprefix(BOM).lstrip().startswith(b"["):
         try:
             yield from _iter_json_array(path)
         except UnicodeDecodeError as e:
@@ -147,7 +158,8 @@ def _iter_json(path: str) -> Iterator[Item]:
 
 def _iter_csv(path: str) -> Iterator[Item]:
     # surrogateescape keeps reading past bad bytes; such rows are reported as invalid_utf8.
-    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+    # utf-8-sig: a byte-order mark would otherwise become part of the first column's name.
+    with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:  # reads the header; empty file
             return
