@@ -3,6 +3,7 @@ from dictionaries (unknown keys and wrong values named), and `--set key=value` p
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 import yaml
@@ -12,12 +13,44 @@ class ConfigError(ValueError):
     pass
 
 
+def closest(key: Any, known) -> str | None:
+    """The known name a mistyped one most likely meant, if any is close."""
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(key: Any, known) -> str:
+    c = closest(key, known)
+    return f"; did you mean {c}?" if c else ""
+
+
+def unknown_keys(values: dict, known, where: str = "") -> list[str]:
+    """One problem per key of `values` not in `known`, named by its path (`where.key`)."""
+    return [f"{where + '.' if where else ''}{k}: unknown key{did_you_mean(k, known)}"
+            for k in sorted(values, key=str) if k not in known]
+
+
+def config_problems(cls, values: dict[str, Any], where: str) -> list[str]:
+    """Every problem of `values` as settings of the dataclass `cls`, each named by its path:
+    unknown keys (with the closest known name), then what the config's check() rejects."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    bad = unknown_keys(values, names, where)
+    try:
+        cfg = cls(**{k: v for k, v in values.items() if k in names})
+        if hasattr(cfg, "check"):
+            cfg.check()
+    except (ConfigError, TypeError, ValueError) as e:  # TypeError: a value of the wrong type
+        bad.append(f"{where}: {e}")
+    return bad
+
+
 def make_config(cls, values: dict[str, Any]):
     """Build a stage config dataclass, naming unknown keys and wrong types clearly."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        hints = "".join(f" ({k}: did you mean {c}?)" for k in unknown for c in [closest(k, names)] if c)
+        raise ConfigError(f"{cls.__name__}: unknown setting(s) {unknown}{hints}; known: {sorted(names)}")
     cfg = cls(**values)
     if hasattr(cfg, "check"):
         cfg.check()

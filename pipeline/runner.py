@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import importlib
 import json
 import os
+import shutil
 import sys
 from typing import Any
 
 from . import report, shards
 from .config import ConfigError, load_config, make_config
 from .engines import Engine, get_engine
-from .stages.base import MapStage, Stage, StageContext, merge_counts
+from .stages import STAGES, get_stage  # noqa: F401 (STAGES: the CLI's stage names)
+from .stages.base import MapStage, StageContext, merge_counts
 
-# name -> "module:Class"; imported lazily so a stage's heavy deps load only when it runs.
-STAGES = {
-    "extract": "pipeline.stages.extract:Extract",
-    "quality": "pipeline.stages.quality:Quality",
-    "dedup": "pipeline.stages.dedup:Dedup",
-    "pii": "pipeline.stages.pii:Pii",
-    "topic": "pipeline.stages.topic:Topic",
-    "synth": "pipeline.stages.synth:Synth",
-}
 SECRET_KEYS = {"user_salt", "api_key", "salt"}
-
-
-def get_stage(name: str) -> Stage:
-    if name not in STAGES:
-        raise ConfigError(f"unknown stage {name!r}; available: {sorted(STAGES)}")
-    mod, cls = STAGES[name].split(":")
-    return getattr(importlib.import_module(mod), cls)()
 
 
 def redact(params: dict) -> dict:
@@ -127,11 +112,8 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
         if m.get("fingerprint") != fp:
             raise ConfigError(f"{folder} was built with another config or input; delete it or choose another --out")
         return m
-    shards.prepare(folder)
-    fp_path = os.path.join(folder, ".work", "fingerprint")
-    if os.path.exists(fp_path) and open(fp_path).read() != fp:
-        raise ConfigError(f"{folder} holds an unfinished run with another config or input; delete it first")
-    shards.atomic_write_bytes(fp_path, fp.encode())
+    stage.check_input(inp, cfg)  # before the folder exists: a failed start must not block the next command
+    _claim(folder, fp)
 
     if not os.path.exists(os.path.join(folder, ".work", "prepared.json")):
         maps = stage.map_plan(inp, cfg)
@@ -180,6 +162,32 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
     return manifest
 
 
+def _claim(folder: str, fp: str) -> None:
+    """Make `folder` this run's: new, or unfinished with the same fingerprint (resumed). An
+    unfinished folder of another config or input in which no task finished (a start that
+    failed) holds nothing worth keeping and is cleared, so it never blocks the corrected
+    command; one with finished tasks is refused rather than deleted."""
+    fp_path = os.path.join(folder, ".work", "fingerprint")
+    if os.path.exists(fp_path) and _read(fp_path) != fp:
+        done = _finished_tasks(folder)
+        if done:
+            raise ConfigError(f"{folder} holds an unfinished run with another config or input ({done} tasks "
+                              f"finished); delete it (rm -r {folder}) or choose another --out")
+        shutil.rmtree(folder)
+    shards.prepare(folder)
+    shards.atomic_write_bytes(fp_path, fp.encode())
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _finished_tasks(folder: str) -> int:
+    """Completion markers of tasks, map and reduce tasks, and of a global step (prepared.json)."""
+    return sum(len(glob.glob(os.path.join(folder, ".work", *sub, "*.json"))) for sub in ((), ("map",), ("reduce",)))
+
+
 def _bar(total: int, done: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -191,12 +199,12 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
           overrides: dict | None = None, engine: str | None = None, ray_address: str | None = None) -> dict:
     """`turnforge build`: every configured stage in order into OUT/stages/NN-name/. The engine
     is the argument's, else the config's `engine:` (a name, or {name, address}), else local."""
+    from .preflight import check_build
+
     cfg = load_config(config_path)
+    check_build(cfg, config_path, overrides)  # every problem at once, before any folder or engine starts
     ec = cfg.get("engine") or {}
     ec = {"name": ec} if isinstance(ec, str) else dict(ec)
-    unknown = sorted(set(ec) - {"name", "address"})
-    if unknown:
-        raise ConfigError(f"{config_path}: engine: unknown key(s) {unknown}; known: ['address', 'name']")
     eng = get_engine(engine or ec.get("name", "local"), workers, ray_address or ec.get("address"))
     try:
         return _build(cfg, config_path, out, eng, progress, overrides)

@@ -122,6 +122,13 @@ class Stage:
     name = "stage"
     Config: type = object
 
+    def check_input(self, inp: str | None, cfg) -> None:
+        """Raise when the input cannot be read. The runner calls it before it makes the stage
+        folder, so a start that fails here leaves nothing behind (docs/design.md#stage-contract)."""
+        if inp is None or not shards.is_complete(inp):
+            raise ConfigError(f"stage {self.name}: input {inp!r} is not a finished shard folder (_SUCCESS missing); "
+                              "give a folder a stage finished, such as OUT/stages/01-extract")
+
     def plan(self, inp: str | None, cfg) -> list[Task]:
         raise NotImplementedError
 

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from .. import shards
-from ..config import ConfigError
+from ..config import ConfigError, unknown_keys
 from ..io.readers import (FORMATS, Item, expand_paths, iter_items, parse_timestamp,
                           resolve_event_fields, sniff_format)
 from ..schema import SCHEMA, content_id, empty_meta
@@ -55,6 +55,24 @@ DEFAULT_ROLE_MAP = {
     "tool": "tool", "function": "tool", "observation": "tool", "工具": "tool",
 }
 DEV_SALT = "turnforge-dev-salt"  # used only when no salt is configured; the manifest says so
+INPUT_KEYS = ("path", "format", "source", "domain", "fields", "role_map")  # of one `inputs:` entry
+
+
+def input_problems(inputs: Any, default_format: str, where: str) -> list[str]:
+    """Every problem of an `inputs:` list, each named by its path (`where[i].key`)."""
+    if not isinstance(inputs, list):
+        return [f"{where}: expected a list of inputs (- path: ...), got {type(inputs).__name__}"]
+    bad = []
+    for i, spec in enumerate(inputs):
+        at = f"{where}[{i}]"
+        if not isinstance(spec, dict) or not spec.get("path"):
+            bad.append(f"{at}: each input needs a path, got {spec!r}")
+            continue
+        bad += unknown_keys(spec, INPUT_KEYS, at)
+        fmt = spec.get("format", default_format)
+        if fmt != "auto" and fmt not in FORMATS:
+            bad.append(f"{at}.format: {fmt!r} not in auto|{'|'.join(FORMATS)}")
+    return bad
 
 
 @dataclass
@@ -83,12 +101,9 @@ class ExtractConfig:
             raise ConfigError(f"extract.embedded_dialogue: {self.embedded_dialogue!r} not in flag|reject")
         if self.tail_turns < 0 or self.tail_chars < 0:
             raise ConfigError("extract.tail_turns and tail_chars must be >= 0 (0 = no limit)")
-        for inp in self.inputs:
-            if not isinstance(inp, dict) or not inp.get("path"):
-                raise ConfigError(f"extract.inputs: each input needs a path, got {inp!r}")
-            fmt = inp.get("format", self.format)
-            if fmt != "auto" and fmt not in FORMATS:
-                raise ConfigError(f"input {inp['path']!r}: format {fmt!r} not in auto|{'|'.join(FORMATS)}")
+        bad = input_problems(self.inputs, self.format, "extract.inputs")
+        if bad:
+            raise ConfigError("; ".join(bad))
 
     def salt(self) -> tuple[str, bool]:
         s = self.user_salt or os.environ.get("TURNFORGE_USER_SALT")
@@ -431,6 +446,9 @@ class Extract(Stage):
             for path in expand_paths(spec["path"]):
                 tasks.append(Task(f"{len(tasks):05d}", {"input": i, "file": path}))
         return tasks
+
+    def check_input(self, inp, cfg: ExtractConfig) -> None:
+        self.plan(inp, cfg)  # finds every input file; a missing path raises FileNotFoundError naming it
 
     def describe_input(self, inp, cfg):
         return [dict(s) for s in cfg.inputs] if cfg.inputs else inp

@@ -1,0 +1,107 @@
+"""Mistakes an operator makes at the command line (a typo, a wrong path, Ctrl-C) end with a
+clear message and a non-zero exit, never a silent pass, and leave nothing that blocks the
+corrected command."""
+import os
+
+import pytest
+import yaml
+
+from conftest import write_jsonl
+from pipeline.cli import main
+
+
+def chats(path, n=4):
+    return write_jsonl(path, [{"messages": [{"role": "user", "content": f"question {i}"},
+                                            {"role": "assistant", "content": f"answer number {i}"}]}
+                              for i in range(n)])
+
+
+def build_config(tmp_path, **cfg):
+    p = tmp_path / "build.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return str(p)
+
+
+def error_lines(capsys):
+    err = capsys.readouterr().err
+    return [line.strip() for line in err.splitlines()]
+
+
+# ------------------------------------------------------------------ unknown keys, whole config
+
+def test_unknown_keys_everywhere_are_named_with_the_closest_known_one(tmp_path, capsys):
+    src = chats(tmp_path / "a.jsonl")
+    cfg = build_config(tmp_path, mixx={"strategy": "multi_task"}, colour="red",
+                       inputs=[{"path": src, "sourse": "t"}], stages=[{"name": "extract"}])
+    out = tmp_path / "out"
+    assert main(["build", cfg, "--out", str(out), "--set", "extrakt.tail_turns=3", "--quiet"]) == 2
+    lines = error_lines(capsys)
+    assert "mixx: unknown key; did you mean mix?" in lines
+    assert "colour: unknown key" in lines
+    assert "inputs[0].sourse: unknown key; did you mean source?" in lines
+    assert "--set extrakt.tail_turns: unknown stage 'extrakt'; did you mean extract?" in lines
+    assert not out.exists()
+
+
+def test_every_problem_is_reported_before_the_first_stage_runs(tmp_path, capsys):
+    src = chats(tmp_path / "a.jsonl")
+    cfg = build_config(tmp_path, inputs=[{"path": src}],
+                       stages=[{"name": "extract"}, {"name": "quality"},
+                               {"name": "dedup", "treshold": 0.5, "keep": "biggest"}, {"name": "topc"}],
+                       mix={"alpah": 0.5}, engine={"name": "local", "adress": "x"})
+    out = tmp_path / "out"
+    assert main(["build", cfg, "--out", str(out), "--set", "quality.rulez=spam", "--quiet"]) == 2
+    lines = error_lines(capsys)
+    assert lines[0].startswith(f"turnforge: error: {cfg}: ") and "nothing was run" in lines[0]
+    want = ["stages[2].treshold: unknown key; did you mean threshold?",
+            "--set quality.rulez: unknown key; did you mean rules?",
+            "stages[3].name: unknown stage 'topc'; did you mean topic?",
+            "mix.alpah: unknown key; did you mean alpha?",
+            "engine.adress: unknown key; did you mean address?"]
+    assert [w for w in want if w not in lines] == []
+    assert any(line.startswith("stages[2]: ") and "biggest" in line for line in lines)
+    assert not out.exists()  # no stage ran, no folder was made
+
+
+def test_a_set_for_a_stage_the_build_does_not_run_is_an_error(tmp_path, capsys):
+    cfg = build_config(tmp_path, inputs=[{"path": chats(tmp_path / "a.jsonl")}], stages=["extract"])
+    assert main(["build", cfg, "--out", str(tmp_path / "o"), "--set", "dedup.threshold=0.6"]) == 2
+    assert "--set dedup.threshold: this build has no dedup stage" in capsys.readouterr().err
+
+
+def test_stage_set_typo_names_the_closest_setting(tmp_path, capsys):
+    src = chats(tmp_path / "a.jsonl")
+    assert main(["stage", "extract", "--in", src, "--out", str(tmp_path / "o"), "--set", "tail_turn=3"]) == 2
+    assert "(tail_turn: did you mean tail_turns?)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ a failed start blocks nothing
+
+def test_a_missing_input_leaves_nothing_that_blocks_the_corrected_stage(tmp_path, capsys):
+    good = chats(tmp_path / "a.jsonl")
+    out = str(tmp_path / "o")
+    assert main(["stage", "extract", "--in", str(tmp_path / "typo.jsonl"), "--out", out, "--quiet"]) == 2
+    assert "typo.jsonl" in capsys.readouterr().err and not os.path.exists(out)
+    assert main(["stage", "extract", "--in", good, "--out", out, "--quiet"]) == 0
+
+
+def test_a_missing_input_leaves_nothing_that_blocks_the_corrected_build(tmp_path, capsys):
+    good = chats(tmp_path / "a.jsonl")
+    out = str(tmp_path / "o")
+    bad = build_config(tmp_path, inputs=[{"path": str(tmp_path / "typo.jsonl")}], stages=["extract"])
+    assert main(["build", bad, "--out", out, "--quiet"]) == 2
+    assert "inputs[0].path: input path" in capsys.readouterr().err
+    fixed = build_config(tmp_path, inputs=[{"path": good}], stages=["extract"])
+    assert main(["build", fixed, "--out", out, "--quiet"]) == 0
+
+
+def test_a_start_that_failed_before_any_task_finished_is_replaced(tmp_path, capsys):
+    """The input reads, but its format cannot be told until a task runs: the folder exists by
+    then, yet nothing in it is finished, so the corrected command takes it over."""
+    src = write_jsonl(tmp_path / "odd.jsonl", [{"sid": 1, "who": r, "said": t}
+                                                for r, t in (("user", "hi"), ("assistant", "hello"))])
+    out = str(tmp_path / "o")
+    assert main(["stage", "extract", "--in", src, "--out", out, "--quiet"]) == 2
+    assert "cannot detect the input format" in capsys.readouterr().err
+    assert main(["stage", "extract", "--in", src, "--out", out, "--quiet",
+                 "--set", "fields={session_id: sid, role: who, text: said}"]) == 0
