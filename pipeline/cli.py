@@ -80,8 +80,9 @@ def _cmd_inspect(a) -> int:
 def _cmd_export(a) -> int:
     from .io.writers import write_jsonl
 
+    folder = shards.shard_folder(a.dir)  # before the output file is made: a typo writes nothing
     with open(a.out, "w", encoding="utf-8") as f:
-        n = write_jsonl(shards.iter_records(a.dir), a.format, f)
+        n = write_jsonl(shards.iter_records(folder), a.format, f)
     print(f"{n} records -> {a.out} ({a.format})")
     return 0
 

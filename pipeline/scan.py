@@ -17,15 +17,13 @@ def _analyzer(entities=None, spacy=False, min_score=0.4):
 
 
 def scan_folder(folder: str, out: TextIO, limit: int = 20, entities=None) -> int:
-    """Scan every message of a shard folder (or a build's last stage); return #findings."""
-    from . import shards
-
-    if not os.path.isdir(os.path.join(folder, "data")) and os.path.exists(os.path.join(folder, "manifest.json")):
-        folder = os.path.join(folder, shards.load_manifest(folder)["last_stage"])
+    """Scan every message of a shard folder, a build's last stage, or raw input files (a file,
+    a folder of them or a glob, read as extract reads them); return #findings."""
+    folder, batches, dropped = _what_to_scan(folder)
     an = _analyzer(entities)
     counts: Counter = Counter()
     shown = n_msgs = skipped = 0
-    for b in shards.iter_batches(folder):
+    for b in batches:
         recs = b.to_pylist()
         texts = [m["content"] for r in recs for m in r["messages"]]
         langs = [r["lang"] for r in recs for _ in r["messages"]]
@@ -44,7 +42,43 @@ def scan_folder(folder: str, out: TextIO, limit: int = 20, entities=None) -> int
     total = sum(counts.values())
     print(f"{folder}: {n_msgs} messages scanned, {total} PII findings {dict(sorted(counts.items()))}"
           f" ({skipped} pseudonyms written by the pii stage skipped)", file=out)
+    if dropped:
+        print(f"{folder}: not scanned: {sum(dropped.values())} input units or message runs extract drops "
+              f"{dict(sorted(dropped.items()))}; `turnforge validate {folder}` lists them", file=out)
     return total
+
+
+def _what_to_scan(path: str) -> tuple[str, Iterator, Counter]:
+    """(what is scanned, its record batches, what extract dropped unscanned, by reason). A path
+    that is not a shard folder or build is read as raw input; one that holds neither is an
+    error, never "0 messages scanned"."""
+    from . import shards
+    from .config import ConfigError
+    from .io.readers import expand_paths
+
+    if not os.path.exists(path) and not any(c in path for c in "*?["):
+        raise ConfigError(f"{path}: no such file or folder")
+    try:
+        folder = shards.shard_folder(path)
+        return folder, shards.iter_batches(folder), Counter()
+    except ConfigError as not_shards:
+        try:
+            expand_paths(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{not_shards}; nor does it hold input files (.jsonl/.json/.csv/.parquet) "
+                              "to scan") from None
+    dropped: Counter = Counter()
+    return path, _raw_batches(path, dropped), dropped
+
+
+def _raw_batches(path: str, dropped: Counter) -> Iterator:
+    """Raw input as extract reads it, whole: no tail is trimmed away unscanned."""
+    from .validate import extract_in_memory
+
+    for _, ctx, batches in extract_in_memory(path, {"tail_turns": 0, "tail_chars": 0}):
+        yield from batches
+        dropped.update(ctx.rejected)
+        dropped.update(ctx.archived)
 
 
 def _read_json_or_jsonl(path: str) -> Iterator[dict]:

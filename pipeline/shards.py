@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
+from .config import ConfigError
 from .schema import REJECTED_SCHEMA, SCHEMA, SCHEMA_VERSION
 
 SUCCESS = "_SUCCESS"
@@ -199,6 +200,22 @@ def versions() -> dict:
 def load_manifest(folder: str) -> dict:
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def shard_folder(path: str) -> str:
+    """The shard folder a command reads at `path`: the folder itself, or a build's last stage.
+    Anything else is an error naming the path, so a typo never reads as an empty folder."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such folder")
+    if os.path.isdir(os.path.join(path, "data")):
+        return path
+    if os.path.exists(os.path.join(path, "manifest.json")) and load_manifest(path).get("last_stage"):
+        return os.path.join(path, load_manifest(path)["last_stage"])
+    hint = "give a stage folder (OUT/stages/NN-name) or a finished build's OUT"
+    stages = sorted(glob.glob(os.path.join(path, "stages", "*", "")))
+    if stages:  # a build that has not finished yet: no OUT/manifest.json, but its stage folders
+        hint = f"this build has not finished; give one of its stage folders, e.g. {stages[-1].rstrip(os.sep)}"
+    raise ConfigError(f"{path}: not a shard folder (no data/) nor a build folder (no manifest.json); {hint}")
 
 
 def count_rows(paths: Iterable[str]) -> int:

@@ -34,30 +34,39 @@ def validate_path(path: str, params: dict, out: TextIO, limit: int = 0) -> int:
         print(f"{n} records checked, {printed} problems", file=out)
         return printed
 
+    bad = 0
+    total_in = 0
+
+    def on_reject(row):
+        nonlocal bad
+        if row["reason"] in NOT_ERRORS:
+            return
+        bad += 1
+        say(f"{row['source_file']}:{row['line']}: {row['reason']}: {row['detail'] or ''}".rstrip(": "))
+
+    for payload, ctx, batches in extract_in_memory(path, params, on_reject):
+        for _ in batches:
+            pass
+        total_in += ctx.n_in
+        if ctx.repairs:
+            print(f"{payload['file']}: repairs {dict(ctx.repairs)}", file=out)
+    print(f"{total_in} input records checked, {bad} bad", file=out)
+    return bad
+
+
+def extract_in_memory(path: str, params: dict, on_reject=None):
+    """Run extract on input files without writing anything: per input file, (task payload,
+    its StageContext, its record batches); the context's counts are complete once the batches
+    are consumed. `on_reject(row)` sees every rejected row."""
     from .stages.extract import Extract
 
     stage = Extract()
     cfg = make_config(stage.Config, params)
-    bad = 0
-    total_in = 0
     for task in stage.plan(path, cfg):
         ctx = StageContext("extract", None, task.name)
-
-        def on_reject(row, _ctx=ctx):
-            nonlocal bad
-            if row["reason"] in NOT_ERRORS:
-                return
-            bad += 1
-            say(f"{row['source_file']}:{row['line']}: {row['reason']}: {row['detail'] or ''}".rstrip(": "))
-
-        ctx.listeners.append(on_reject)
-        for _ in stage.run_task(task.payload, cfg, ctx):
-            pass
-        total_in += ctx.n_in
-        if ctx.repairs:
-            print(f"{task.payload['file']}: repairs {dict(ctx.repairs)}", file=out)
-    print(f"{total_in} input records checked, {bad} bad", file=out)
-    return bad
+        if on_reject is not None:
+            ctx.listeners.append(on_reject)
+        yield task.payload, ctx, stage.run_task(task.payload, cfg, ctx)
 
 
 def _short(s: str, n: int = 160) -> str:
@@ -67,8 +76,7 @@ def _short(s: str, n: int = 160) -> str:
 
 def inspect_folder(folder: str, n: int = 3, rejected: bool = False, out: TextIO | None = None) -> None:
     p = lambda *a: print(*a, file=out)  # noqa: E731
-    top = os.path.join(folder, "manifest.json")
-    if os.path.exists(top) and not os.path.isdir(os.path.join(folder, "data")):
+    if shards.shard_folder(folder) != folder:  # a build: its funnel, then its last stage
         m = shards.load_manifest(folder)
         p(f"build {folder}: seed {m.get('seed')}")
         for f in m.get("funnel", []):

@@ -105,3 +105,36 @@ def test_a_start_that_failed_before_any_task_finished_is_replaced(tmp_path, caps
     assert "cannot detect the input format" in capsys.readouterr().err
     assert main(["stage", "extract", "--in", src, "--out", out, "--quiet",
                  "--set", "fields={session_id: sid, role: who, text: said}"]) == 0
+
+
+# ------------------------------------------------------------------ paths that are not shard folders
+
+@pytest.mark.parametrize("cmd", [["inspect"], ["export", "--out", "EXPORT"], ["scan"]])
+def test_a_missing_or_foreign_folder_is_an_error_not_an_empty_result(tmp_path, capsys, cmd):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not data")
+    for path, says in ((tmp_path / "typo", "no such"), (tmp_path / "notes", "not a shard folder")):
+        args = [str(tmp_path / "x.jsonl") if c == "EXPORT" else c for c in cmd]
+        assert main([args[0], str(path), *args[1:]]) == 2, path
+        err = capsys.readouterr().err
+        assert str(path) in err and says in err
+    assert not (tmp_path / "x.jsonl").exists()  # export made no file
+
+
+def test_export_of_a_build_folder_exports_its_last_stage(tmp_path, capsys):
+    cfg = build_config(tmp_path, inputs=[{"path": chats(tmp_path / "a.jsonl", n=3)}], stages=["extract"])
+    assert main(["build", cfg, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert main(["export", str(tmp_path / "b"), "--out", str(tmp_path / "x.jsonl")]) == 0
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 3
+
+
+def test_scan_reads_a_folder_of_raw_input_files(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_jsonl(raw / "a.jsonl", [{"messages": [{"role": "user", "content": "mail me at jane.doe@example.com"},
+                                                {"role": "assistant", "content": "ok"}]}, "{broken"])
+    assert main(["scan", str(raw)]) == 1
+    out = capsys.readouterr().out
+    assert "2 messages scanned" in out and "EMAIL_ADDRESS" in out
+    assert "jane.doe" not in out  # offsets only, never the value
+    assert "not scanned: 1 input units" in out and "malformed_json" in out
