@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as e:
         print(f"turnforge: stage failed: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # finished tasks are kept (docs/design.md#a-build-on-disk): say how to go on
+        print("turnforge: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ call; what a task does, where it writes and how it is resumed is the runner's bu
 from __future__ import annotations
 
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
 
@@ -36,19 +37,31 @@ class LocalEngine(Engine):
     def map(self, fn, calls, done):
         if self.workers > 1 and len(calls) > 1:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
-            with ProcessPoolExecutor(max_workers=self.workers, initializer=_grant_threads, initargs=(threads,)) as pool:
-                for f in as_completed([pool.submit(fn, *c) for c in calls]):
-                    f.result()
-                    done()
+            with ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker, initargs=(threads,)) as pool:
+                try:
+                    for f in as_completed([pool.submit(fn, *c) for c in calls]):
+                        f.result()
+                        done()
+                except KeyboardInterrupt:  # leaving the pool must not start the tasks still queued
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         else:
             for c in calls:
                 fn(*c)
                 done()
 
 
-def _grant_threads(n: int) -> None:
-    """In a pool worker: the threads its tasks may use (pipeline.embed.task_threads reads it)."""
-    os.environ["TURNFORGE_TASK_THREADS"] = str(n)
+def _init_worker(threads: int) -> None:
+    """In a pool worker: the threads its tasks may use (pipeline.embed.task_threads reads it).
+    Ctrl-C reaches every process of the terminal's group; a worker then ends at once and
+    quietly (the driver prints the one line), since what it was writing is a temp file that a
+    resumed run deletes."""
+    os.environ["TURNFORGE_TASK_THREADS"] = str(threads)
+    signal.signal(signal.SIGINT, _exit_quietly)
+
+
+def _exit_quietly(signum, frame) -> None:
+    os._exit(128 + signum)
 
 
 class RayEngine(Engine):

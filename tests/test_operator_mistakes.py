@@ -138,3 +138,38 @@ def test_scan_reads_a_folder_of_raw_input_files(tmp_path, capsys):
     assert "2 messages scanned" in out and "EMAIL_ADDRESS" in out
     assert "jane.doe" not in out  # offsets only, never the value
     assert "not scanned: 1 input units" in out and "malformed_json" in out
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in range(8):  # long enough (seconds) to be interrupted mid-stage
+        write_jsonl(raw / f"log{f}.jsonl", [{"session_id": f"s{i // 6}", "user_id": "u", "text": f"m {i}",
+                                             "role": "assistant" if i % 2 else "user", "timestamp": 1_700_000_000 + 10 * i}
+                                            for i in range(40_000)])
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "pipeline.cli", "stage", "extract", "--in", str(raw), "--out", str(out), "--workers", "2",
+           "--quiet"]
+    # its own process group, as a terminal's foreground job: Ctrl-C signals every process in it
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.time() + 60
+    while not (out / ".work" / "fingerprint").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines() == ["turnforge: interrupted; rerun the same command to resume"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
