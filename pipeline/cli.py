@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from . import runner, shards
-from .config import ConfigError, parse_set
+from . import __version__, runner, shards
+from .config import ConfigError, parse_set, settings_help
 from .stages.base import StageFailed
 
 
@@ -215,47 +215,112 @@ def _engine_args(p) -> None:
                         "every node sees")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="turnforge", description="Build multi-turn SFT shards and train on them.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _sets(p, what: str, metavar: str = "KEY=VALUE") -> None:
+    p.add_argument("--set", action="append", default=[], metavar=metavar,
+                   help=f"{what}; repeatable; values read as YAML (3, 0.5, true, [a, b])")
 
-    b = sub.add_parser("build", help="run the stages of a YAML config into OUT/stages/NN-name/")
-    b.add_argument("config")
-    b.add_argument("--out", required=True)
+
+def _quiet(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+class _HelpWithSettings(argparse.Action):
+    """-h / --help: the usual help, then the settings a stage's config dataclass holds, with
+    their defaults. The stage is imported only here, so its heavy dependencies load only for
+    its own help."""
+
+    def __init__(self, option_strings, dest, config=None, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+        self.config = config
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        name, cls = self.config(namespace)
+        if cls is not None:
+            print("\n" + settings_help(cls, name))
+        parser.exit()
+
+
+def _stage_config(ns) -> tuple:
+    name = getattr(ns, "name", None)
+    return (name, runner.get_stage(name).Config) if name else (None, None)
+
+
+def _mix_config(ns) -> tuple:
+    from .stages.mix import MixConfig
+
+    return "mix", MixConfig
+
+
+def _with_settings_help(sub, name: str, config, **kw):
+    p = sub.add_parser(name, add_help=False, **kw)
+    p.add_argument("-h", "--help", action=_HelpWithSettings, config=config,
+                   help="show this help and the stage's settings with their defaults, and exit")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="turnforge", description="Build multi-turn SFT shards and train on them.",
+                                epilog="Every command and option: docs/cli.md")
+    p.add_argument("--version", action="version", version=f"turnforge {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, help="COMMAND --help describes each")
+    _building_commands(sub)
+    _data_commands(sub)
+    _training_commands(sub)
+    _flywheel_commands(sub)
+    _pii_commands(sub)
+    _judge_command(sub)
+    _discriminator_commands(sub)
+    return p
+
+
+def _building_commands(sub) -> None:
+    stages = ", ".join(sorted(runner.STAGES))
+    b = sub.add_parser("build", help="run the stages of a YAML config into OUT/stages/NN-name/",
+                       epilog=f"Stages: {stages}, then mix. `turnforge stage NAME --help` lists a stage's "
+                              "settings with their defaults; config keys: docs/cli.md and docs/stages/.")
+    b.add_argument("config", help="build config (YAML): inputs, stages, mix, engine, seed")
+    b.add_argument("--out", required=True, help="build folder: OUT/stages/NN-name/, OUT/final/, OUT/manifest.json; "
+                                                "a rerun resumes an interrupted build")
     _engine_args(b)
-    b.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
-    b.add_argument("--quiet", action="store_true")
+    _sets(b, "override a stage setting, e.g. extract.tail_turns=8 or mix.k=1/8", "STAGE.KEY=VALUE")
+    _quiet(b)
     b.set_defaults(fn=_cmd_build)
 
-    s = sub.add_parser("stage", help="run one stage alone")
-    s.add_argument("name", choices=sorted(runner.STAGES))
+    s = _with_settings_help(sub, "stage", _stage_config, help="run one stage alone",
+                            epilog="`turnforge stage NAME --help` lists NAME's settings with their defaults.")
+    s.add_argument("name", choices=sorted(runner.STAGES), help=f"the stage: {stages}")
     s.add_argument("--in", dest="inp", required=True, help="input file/dir/glob (extract) or shard folder")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the stage folder to write (data/, rejected/, manifest.json, "
+                                                "_SUCCESS); a rerun resumes it")
     _engine_args(s)
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--quiet", action="store_true")
+    _sets(s, "a stage setting (listed by --help), or seed=N")
+    _quiet(s)
     s.set_defaults(fn=_cmd_stage)
 
-    mx = sub.add_parser("mix", help="per-task validation + mixture of shard folders into OUT/final/stage-K")
+    mx = _with_settings_help(sub, "mix", _mix_config,
+                             help="per-task validation + mixture of shard folders into OUT/final/stage-K")
     mx.add_argument("--in", dest="inp", nargs="+", required=True, metavar="[DOMAIN=]DIR",
                     help="shard folders; DOMAIN= overrides their records' domain")
-    mx.add_argument("--strategy", default="multi_task", choices=["multi_task", "sequential", "mixed_sequential", "dmt"])
+    mx.add_argument("--strategy", default="multi_task", choices=["multi_task", "sequential", "mixed_sequential", "dmt"],
+                    help="SFT strategy (docs/design.md#sft-strategies; default multi_task)")
     mx.add_argument("--k", help="DMT ratios, e.g. 1,1/2,1/4,1/8 (default 1 ... 1/32)")
     mx.add_argument("--out", required=True, help="writes OUT/final/")
-    mx.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="alpha, weights, tiers, total, epochs, max_repeat, specialist, general, replay, val_size, ...")
-    mx.add_argument("--quiet", action="store_true")
+    _sets(mx, "a mix setting (listed by --help): alpha, weights, tiers, total, epochs, val_size, ...")
+    _quiet(mx)
     mx.set_defaults(fn=_cmd_mix)
 
+
+def _data_commands(sub) -> None:
     v = sub.add_parser("validate", help="report every bad record of an input file/dir or shard folder")
-    v.add_argument("path")
-    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extract settings")
+    v.add_argument("path", help="input file, folder or glob, or a shard folder")
+    _sets(v, "an extract setting (format, fields, role_map, ...)")
     v.add_argument("--limit", type=int, default=0, help="print at most N problems (0: all)")
     v.set_defaults(fn=_cmd_validate)
 
     i = sub.add_parser("inspect", help="counts and a few records of a shard folder or build")
-    i.add_argument("dir")
-    i.add_argument("-n", type=int, default=3)
+    i.add_argument("dir", help="a shard folder (OUT/stages/NN-name) or a build folder (OUT)")
+    i.add_argument("-n", type=int, default=3, help="records to show (default 3)")
     i.add_argument("--rejected", action="store_true", help="show rejected records instead")
     i.set_defaults(fn=_cmd_inspect)
 
@@ -265,66 +330,77 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(fn=_cmd_report)
 
     e = sub.add_parser("export", help="write a shard folder as openai / sharegpt / alpaca JSONL")
-    e.add_argument("dir")
-    e.add_argument("--format", choices=["openai", "sharegpt", "alpaca"], default="openai")
-    e.add_argument("--out", required=True)
+    e.add_argument("dir", help="a shard folder, or a build folder (its last stage)")
+    e.add_argument("--format", choices=["openai", "sharegpt", "alpaca"], default="openai",
+                   help="output format (default openai)")
+    e.add_argument("--out", required=True, help="the JSONL file to write")
     e.set_defaults(fn=_cmd_export)
 
+
+def _training_commands(sub) -> None:
     k = sub.add_parser("pack", help="tokenise a shard folder and pack it to max_len rows")
-    k.add_argument("--in", dest="inp", required=True)
-    k.add_argument("--out", required=True)
-    k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model, template, max_len, window")
+    k.add_argument("--in", dest="inp", required=True, help="a shard folder")
+    k.add_argument("--out", required=True, help="the packed shard folder to write")
+    _sets(k, "model, template, max_len, window")
     k.set_defaults(fn=_cmd_pack)
 
     t = sub.add_parser("train", help="train on shards (under torchrun: data parallel)")
-    t.add_argument("config", nargs="?")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("config", nargs="?", help="training config (YAML); --set adds to or overrides it")
+    _sets(t, "a trainer setting (docs/trainer.md), e.g. data=OUT/final or max_steps=50")
     t.add_argument("--grid", action="store_true", help="DMT: train stage-1, then every stage-2/k=* from it")
     t.set_defaults(fn=_cmd_train)
 
+
+def _flywheel_commands(sub) -> None:
     ad = sub.add_parser("admit", help="build a new log batch, check it, admit it to a pool or quarantine it")
     ad.add_argument("--config", required=True, help="build config; its inputs are replaced, its mix skipped")
     ad.add_argument("--batch", required=True, nargs="+", help="new log file(s) / folder(s) / glob(s)")
-    ad.add_argument("--pool", required=True, metavar="POOL_DIR")
+    ad.add_argument("--pool", required=True, metavar="POOL_DIR", help="the training pool (made when missing)")
     ad.add_argument("--name", help="batch name (default: the batch file's name); must be new to the pool")
     ad.add_argument("--source", help="source of batch inputs the config does not list (default: flywheel)")
     ad.add_argument("--domain", help="domain of batch inputs the config does not list (default: general)")
-    ad.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="limits (red_lines.max_residual_pii=0, max_pool_overlap=0.5, ...) or STAGE.key=value")
+    _sets(ad, "limits (red_lines.max_residual_pii=0, max_pool_overlap=0.5, ...) or STAGE.key=value")
     _engine_args(ad)
-    ad.add_argument("--quiet", action="store_true")
+    _quiet(ad)
     ad.set_defaults(fn=_cmd_admit)
 
     po = sub.add_parser("pool", help="admitted batches of a pool and their totals")
-    po.add_argument("dir", metavar="POOL_DIR")
+    po.add_argument("dir", metavar="POOL_DIR", help="the training pool")
     po.set_defaults(fn=_cmd_pool)
 
-    sc = sub.add_parser("scan", help="audit a shard folder for PII; exit 1 when any is found")
-    sc.add_argument("dir")
+
+def _pii_commands(sub) -> None:
+    sc = sub.add_parser("scan", help="audit a shard folder, build or raw input files for PII; exit 1 when any is found")
+    sc.add_argument("dir", help="a shard folder, a build folder (its last stage), or input file(s): a file, folder "
+                                "or glob")
     sc.add_argument("--limit", type=int, default=20, help="findings to list (entity, record, offsets; never values)")
     sc.set_defaults(fn=_cmd_scan)
 
     pi = sub.add_parser("pii", help="PII detection as a tool")
-    psub = pi.add_subparsers(dest="pii_cmd", required=True)
+    psub = pi.add_subparsers(dest="pii_cmd", required=True, help="detect or eval")
     d = psub.add_parser("detect", help="add pii: [{entity_type, start, end, score}] to each line with `text`")
-    d.add_argument("--in", dest="inp", required=True)
-    d.add_argument("--out", required=True)
-    d.add_argument("--lang", default="auto")
+    d.add_argument("--in", dest="inp", required=True, help="JSONL (or a JSON array) of objects with `text`")
+    d.add_argument("--out", required=True, help="the JSONL file to write")
+    d.add_argument("--lang", default="auto", help="zh, en or auto (detected per text; default)")
     d.set_defaults(fn=_cmd_pii)
     ev = psub.add_parser("eval", help="per-entity precision/recall/F1 against gold `spans`")
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--data", required=True, help="JSONL of {text, spans: [{entity_type, start_position, "
+                                                  "end_position}]}")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ev.set_defaults(fn=_cmd_pii)
 
+
+def _judge_command(sub) -> None:
     jd = sub.add_parser("judge", help="per-dimension SFT evaluation with an LLM judge, bias-mitigated")
     jd.add_argument("--in", dest="inp", required=True, help="JSONL or shard folder; last assistant message = answer")
     jd.add_argument("--out", required=True, help="writes scores.jsonl, pairwise.jsonl, summary.json")
-    jd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="base_url, model (required), mode, dimensions, repeats, swap, weights, max_requests, ...")
+    _sets(jd, "base_url, model (required), mode, dimensions, repeats, swap, weights, max_requests, ...")
     jd.set_defaults(fn=_cmd_judge)
 
+
+def _discriminator_commands(sub) -> None:
     dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict")
-    dsub = dc.add_subparsers(dest="disc_cmd", required=True)
+    dsub = dc.add_subparsers(dest="disc_cmd", required=True, help="train, eval or predict")
     fmts = "jsonl|tiage|dialseg|woz|chats"
     dt = dsub.add_parser("train", help="fit, calibrate and save a model (model.json + weights.npz)")
     dt.add_argument("--data", action="append", default=[], metavar="[FORMAT:]PATH", help=f"labelled data; FORMAT {fmts}")
@@ -334,24 +410,26 @@ def main(argv: list[str] | None = None) -> int:
     dt.add_argument("--negatives-n", type=int, default=0,
                     help="real chats of each --splice file added whole as continuations (negatives)")
     dt.add_argument("--kinds", default="logreg,mlp", help="model kinds to compare out-of-fold")
-    dt.add_argument("--folds", type=int, default=5)
-    dt.add_argument("--seed", type=int, default=0)
-    dt.add_argument("--embedder", default="use-m3")
-    dt.add_argument("--out", required=True, metavar="MODEL_DIR")
+    dt.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    dt.add_argument("--seed", type=int, default=0, help="seed of folds, splices and model initialisation")
+    dt.add_argument("--embedder", default="use-m3", help="sentence embedder (default use-m3)")
+    dt.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write")
     de = dsub.add_parser("eval", help="switch P/R/F1, ROC-AUC, Pk, WindowDiff on labelled data")
-    de.add_argument("--data", required=True)
+    de.add_argument("--data", required=True, help="labelled data file")
     de.add_argument("--format", choices=fmts.split("|"), help="guessed from the file name when absent")
-    de.add_argument("--json", action="store_true")
+    de.add_argument("--json", action="store_true", help="print JSON instead of a table")
     dp = dsub.add_parser("predict", help="write topic_continuity / topic_switch on every message after the first")
-    dp.add_argument("--in", dest="inp", required=True)
-    dp.add_argument("--out", required=True)
+    dp.add_argument("--in", dest="inp", required=True, help="chats: JSONL of {messages: [{role, content}]}")
+    dp.add_argument("--out", required=True, help="the JSONL file to write")
     for x in (dt, de, dp):
         x.add_argument("--cache", help="embedding cache folder (default: $TURNFORGE_EMBED_CACHE, else none)")
         x.set_defaults(fn=_cmd_discriminator)
     for x in (de, dp):
         x.add_argument("--model", default=None, metavar="MODEL_DIR", help="default: the shipped model")
 
-    a = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
     try:
         return a.fn(a)
     except (ConfigError, OSError, ValueError) as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import textwrap
 from typing import Any
 
 import yaml
@@ -55,6 +56,44 @@ def make_config(cls, values: dict[str, Any]):
     if hasattr(cfg, "check"):
         cfg.check()
     return cfg
+
+
+def settings_help(cls, stage: str) -> str:
+    """The settings of a config dataclass as `turnforge stage NAME --help` lists them: name,
+    type, default and the comment the source gives it (on its line, or the lines above)."""
+    rows = [(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
+             repr(_default(f)), _comments(cls).get(f.name, "")) for f in dataclasses.fields(cls)]
+    width = min(40, max(len(f"{n}: {t} = {d}") for n, t, d, _ in rows))
+    lines = [textwrap.fill(c, 110, initial_indent=f"  {f'{n}: {t} = {d}':<{width}}  ",
+                           subsequent_indent=" " * (width + 4)) if c else f"  {n}: {t} = {d}"
+             for n, t, d, c in rows]
+    return (f"{stage} settings (`--set KEY=VALUE` with `turnforge stage`, `--set {stage}.KEY=VALUE` or a config "
+            f"entry with `turnforge build`; docs/stages/{stage}.md):\n" + "\n".join(lines))
+
+
+def _default(f) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _comments(cls) -> dict[str, str]:
+    """field -> its comment in the class source: `name: type = value  # comment`, else the
+    comment lines right above the field."""
+    import inspect
+    import re
+
+    out, above = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("# "))
+            continue
+        m = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", text)
+        if m and not text.startswith(("def ", "class ", "@")):
+            out[m.group(1)] = m.group(2) or " ".join(above)
+        above = []
+    return out
 
 
 def parse_set(pairs: list[str]) -> dict[str, Any]:

@@ -173,3 +173,53 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     assert err.splitlines() == ["turnforge: interrupted; rerun the same command to resume"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------ help and version
+
+def subparsers(p):
+    import argparse
+
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                yield name, sp
+                yield from ((f"{name} {n}", s) for n, s in subparsers(sp))
+
+
+def test_every_option_of_every_command_has_a_help_text():
+    from pipeline.cli import _parser
+
+    missing = [f"{name} {a.dest}" for name, sp in subparsers(_parser()) for a in sp._actions
+               if not (a.help or "").strip() and not a.dest == "help"]
+    assert missing == []
+
+
+@pytest.mark.parametrize("stage", ["dedup", "extract"])
+def test_stage_help_lists_every_setting_with_its_default(stage, capsys):
+    import dataclasses
+
+    from pipeline.runner import get_stage
+
+    with pytest.raises(SystemExit) as e:
+        main(["stage", stage, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--out" in out and "--workers" in out and "--set" in out
+    for f in dataclasses.fields(get_stage(stage).Config):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert f"  {f.name}: " in out and f" = {default!r}" in out, f.name
+    assert f"docs/stages/{stage}.md" in out
+
+
+def test_version_is_the_package_version(capsys):
+    import re
+
+    from conftest import ROOT
+    import pipeline
+
+    want = re.search(r'^version = "(.+)"', open(os.path.join(ROOT, "pyproject.toml")).read(), re.M).group(1)
+    assert pipeline._source_version() == want  # what a source tree that is not installed reports
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"turnforge {want}"
