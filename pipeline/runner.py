@@ -68,8 +68,16 @@ def _run_step_task(name: str, params: dict, task_name: str, payload: dict, folde
 
 
 def _run_all(engine, fn, name: str, params: dict, tasks: list, folder: str, bar, *extra) -> None:
-    engine.map(fn, [(name, params, t.name, t.payload, folder, *extra) for t in tasks], lambda: bar.update(1))
+    engine.map(_with_folder_mode, [(fn, name, params, t.name, t.payload, folder, *extra) for t in tasks],
+               lambda: bar.update(1))
     bar.close()
+
+
+def _with_folder_mode(fn, name: str, params: dict, task_name: str, payload: dict, folder: str, *extra):
+    """A task writes owner-only files into an owner-only folder: a Ray worker does not inherit
+    the driver's umask, so each task sets it from the folder."""
+    with shards.owner_only(shards.is_owner_only(folder)):
+        return fn(name, params, task_name, payload, folder, *extra)
 
 
 def _fail_once(folder: str, task_name: str) -> None:
@@ -113,8 +121,45 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
             raise ConfigError(f"{folder} was built with another config or input; delete it or choose another --out")
         return m
     stage.check_input(inp, cfg)  # before the folder exists: a failed start must not block the next command
-    _claim(folder, fp)
+    raw = _raw_personal_data(name, inp)
+    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)  # OUT/stages/ keeps the usual mode
+    with shards.owner_only(raw):
+        _claim(folder, fp, raw)
+        tasks, counts, extra = _run_tasks(stage, name, params, inp, cfg, folder, engine, progress,
+                                          rows_per_part, batch_rows)
+        manifest = {
+            "stage": name,
+            "config": redact(params),
+            "input": stage.describe_input(inp, cfg),
+            "seed": seed,
+            "versions": shards.versions(),
+            "fingerprint": fp,
+            "counts": counts,
+            "accounting_ok": counts["in"] == counts["kept"] + counts["rejected_total"],
+            "tasks": len(tasks),
+            "data_parts": [os.path.basename(p) for p in shards.data_files(folder)],
+            "rejected_parts": [os.path.basename(p) for p in shards.data_files(folder, "rejected")],
+            "rejected_files": "mode 0600: may hold raw text with personal data (written before the pii stage)",
+            "raw_personal_data": raw,
+            **extra,
+        }
+        shards.mark_complete(folder, manifest)
+    return manifest
 
+
+def _raw_personal_data(name: str, inp: str | None) -> bool:
+    """Whether a stage's output may hold raw personal data, which makes its folder owner-only
+    (docs/design.md#invariants): extract reads raw input and pii anonymises it; any other stage
+    keeps what its input folder holds (an input that does not say: yes, failing closed)."""
+    if name in ("extract", "pii"):
+        return name == "extract"
+    return shards.holds_raw_personal_data(inp)
+
+
+def _run_tasks(stage, name: str, params: dict, inp, cfg, folder: str, engine, progress: bool,
+               rows_per_part: int | None, batch_rows: int) -> tuple[list, dict, dict]:
+    """A stage's global step (if any) and its tasks, the finished ones skipped; returns (tasks,
+    merged counts, the stage's extra manifest fields)."""
     if not os.path.exists(os.path.join(folder, ".work", "prepared.json")):
         maps = stage.map_plan(inp, cfg)
         if maps:  # global step as map tasks + a columnar reduce
@@ -142,27 +187,10 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
         with open(os.path.join(folder, ".work", f"{t.name}.json"), encoding="utf-8") as f:
             per_task.append(json.load(f)["counts"])
     counts = merge_counts(per_task)
-    extra = stage.finalize(folder, cfg, counts)
-    manifest = {
-        "stage": name,
-        "config": redact(params),
-        "input": stage.describe_input(inp, cfg),
-        "seed": seed,
-        "versions": shards.versions(),
-        "fingerprint": fp,
-        "counts": counts,
-        "accounting_ok": counts["in"] == counts["kept"] + counts["rejected_total"],
-        "tasks": len(tasks),
-        "data_parts": [os.path.basename(p) for p in shards.data_files(folder)],
-        "rejected_parts": [os.path.basename(p) for p in shards.data_files(folder, "rejected")],
-        "rejected_files": "mode 0600: may hold raw text with personal data (written before the pii stage)",
-        **extra,
-    }
-    shards.mark_complete(folder, manifest)
-    return manifest
+    return tasks, counts, stage.finalize(folder, cfg, counts)
 
 
-def _claim(folder: str, fp: str) -> None:
+def _claim(folder: str, fp: str, owner_only: bool) -> None:
     """Make `folder` this run's: new, or unfinished with the same fingerprint (resumed). An
     unfinished folder of another config or input in which no task finished (a start that
     failed) holds nothing worth keeping and is cleared, so it never blocks the corrected
@@ -174,7 +202,7 @@ def _claim(folder: str, fp: str) -> None:
             raise ConfigError(f"{folder} holds an unfinished run with another config or input ({done} tasks "
                               f"finished); delete it (rm -r {folder}) or choose another --out")
         shutil.rmtree(folder)
-    shards.prepare(folder)
+    shards.prepare(folder, owner_only)
     shards.atomic_write_bytes(fp_path, fp.encode())
 
 

@@ -11,6 +11,7 @@ Every file becomes visible only when complete: written to a temp name, fsynced, 
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -142,12 +143,43 @@ class RollingWriter:
         return self.parts
 
 
-def prepare(folder: str) -> None:
-    """Create the folder layout and delete temp files a killed run left behind."""
+def prepare(folder: str, owner_only: bool = False) -> None:
+    """Create the folder layout and delete temp files a killed run left behind. An owner-only
+    folder (and its sub-folders) is 0700 even when a run resumes one made before."""
     for sub in ("data", "rejected", ".work"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
+        if owner_only:
+            os.chmod(os.path.join(folder, sub), 0o700)
+    if owner_only:
+        os.chmod(folder, 0o700)
     for tmp in glob.glob(os.path.join(folder, "**", "*.tmp"), recursive=True):
         os.remove(tmp)
+
+
+@contextlib.contextmanager
+def owner_only(on: bool = True) -> Iterator[None]:
+    """While on, every file and folder this process makes is 0600 / 0700 (umask 077), with no
+    window in which another user could open it: for data that may hold raw personal data."""
+    if not on:
+        yield
+        return
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def is_owner_only(folder: str) -> bool:
+    return os.stat(folder).st_mode & 0o077 == 0
+
+
+def holds_raw_personal_data(folder: str | None) -> bool:
+    """What a shard folder's manifest says; a folder that does not say (or none) may (fail closed)."""
+    try:
+        return bool(load_manifest(folder).get("raw_personal_data", True))
+    except (OSError, TypeError, ValueError):
+        return True
 
 
 def is_complete(folder: str) -> bool:

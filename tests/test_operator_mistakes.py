@@ -223,3 +223,48 @@ def test_version_is_the_package_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"turnforge {want}"
+
+
+# ------------------------------------------------------------------ owner-only before pii
+
+def modes(folder):
+    """(mode of every folder, mode of every file) under `folder`, itself included."""
+    dirs, files = set(), set()
+    for root, _, fs in os.walk(folder):
+        dirs.add(os.stat(root).st_mode & 0o777)
+        files |= {os.stat(os.path.join(root, f)).st_mode & 0o777 for f in fs}
+    return dirs, files
+
+
+def test_stage_folders_that_may_hold_raw_personal_data_are_owner_only(tmp_path):
+    old = os.umask(0o022)  # a usual umask: what is not owner-only would be readable by others
+    try:
+        topics = ["my parcel is late", "how do I reset a router", "best soup for winter", "fix a flat bike tyre",
+                  "learn Python quickly", "plan a trip to Lisbon"]
+        src = write_jsonl(tmp_path / "a.jsonl", [{"messages": [
+            {"role": "user", "content": f"I am Jane Roe, call me on +1 202 555 01{i:02d}: {t}?"},
+            {"role": "assistant", "content": f"Here is what I suggest about {t}."}]} for i, t in enumerate(topics)])
+        cfg = build_config(tmp_path, inputs=[{"path": src}],
+                           stages=["extract", "quality", "pii", {"name": "dedup", "methods": "exact"}],
+                           mix={"val_size": 1, "long_size": 0})
+        out = tmp_path / "b"
+        assert main(["build", cfg, "--out", str(out), "--workers", "2", "--quiet"]) == 0
+        stages = out / "stages"
+        for raw in ("01-extract", "02-quality"):  # before pii: raw text
+            assert modes(stages / raw) == ({0o700}, {0o600}), raw
+        for anon in ("03-pii", "04-dedup"):
+            assert 0o644 in modes(stages / anon)[1], anon
+        assert os.stat(stages).st_mode & 0o777 == 0o755 and 0o644 in modes(out / "final")[1]
+        # `stage` runs follow their input: raw input makes an owner-only folder, anonymised input does not
+        assert main(["stage", "quality", "--in", str(stages / "01-extract"), "--out", str(tmp_path / "q1"),
+                     "--quiet"]) == 0
+        assert modes(tmp_path / "q1") == ({0o700}, {0o600})
+        assert main(["stage", "quality", "--in", str(stages / "03-pii"), "--out", str(tmp_path / "q2"),
+                     "--quiet"]) == 0
+        assert 0o644 in modes(tmp_path / "q2")[1]
+        # a mix of raw sources is owner-only too
+        assert main(["mix", "--in", str(tmp_path / "q1"), "--out", str(tmp_path / "m"), "--set", "val_size=1",
+                     "--set", "long_size=0", "--quiet"]) == 0
+        assert modes(tmp_path / "m" / "final") == ({0o700}, {0o600})
+    finally:
+        os.umask(old)

@@ -413,31 +413,36 @@ def run_mix(sources: list, out: str, params: dict | None = None, *, seed: int | 
         stages, meta = plan(cat, srcs, cfg)
     except MixError as e:
         raise ConfigError(f"mix: {e}") from None
-    os.makedirs(final, exist_ok=True)
-    shards.atomic_write_bytes(fp_path, fp.encode())
-    base = {"stage": "mix", "strategy": cfg.strategy, "seed": cfg.seed, "versions": shards.versions(), "fingerprint": fp}
-    for dn, rows in hold["sets"].items():
-        src_counts = _by_source(cat, srcs, rows)
-        _write_folder(cat, rows, os.path.join(final, "validation", dn), cfg,
-                      {**base, "mix_stage": f"validation/{dn}", "sources": src_counts}, progress)
-    for st in stages:
-        _write_folder(cat, st["rows"], os.path.join(final, st["name"]), cfg, {**base, "mix_stage": st["name"],
-                                                                            **st["info"]}, progress)
-    in_val, excl = hold["in_val"], hold["excluded"]
-    src_report = {}
-    for s in srcs:
-        rows = np.flatnonzero((cat.folder == s.folder) & (cat.domain == cat.domain_names.index(s.domain)))
-        src_report[s.name] = {"path": specs[s.folder]["path"], "domain": s.domain, "n": int(len(rows)),
-                              "validation": int(in_val[rows].sum()), "excluded_leakage": int(excl[rows].sum()),
-                              "train_pool": int(len(s.pool))}
-        r = src_report[s.name]
-        r["accounting_ok"] = r["n"] == r["validation"] + r["excluded_leakage"] + r["train_pool"]
-    cfg_out = dataclasses.asdict(cfg)
-    manifest = {**base, **meta, "config": cfg_out, "sources": src_report,
-                "validation": hold["report"], "stages": [st["info"] for st in stages],
-                "folders": {"validation": sorted(f"validation/{d}" for d in hold["sets"]),
-                            "stages": [st["name"] for st in stages]}}
-    shards.atomic_write_json(mpath, manifest)
+    # Sources that may hold raw personal data (no pii stage upstream) make OUT/final owner-only.
+    raw = any(shards.holds_raw_personal_data(spec["path"]) for spec in specs)
+    os.makedirs(out, exist_ok=True)  # OUT itself keeps the usual mode
+    with shards.owner_only(raw):
+        os.makedirs(final, exist_ok=True)
+        shards.atomic_write_bytes(fp_path, fp.encode())
+        base = {"stage": "mix", "strategy": cfg.strategy, "seed": cfg.seed, "versions": shards.versions(),
+                "fingerprint": fp, "raw_personal_data": raw}
+        for dn, rows in hold["sets"].items():
+            src_counts = _by_source(cat, srcs, rows)
+            _write_folder(cat, rows, os.path.join(final, "validation", dn), cfg,
+                          {**base, "mix_stage": f"validation/{dn}", "sources": src_counts}, progress)
+        for st in stages:
+            _write_folder(cat, st["rows"], os.path.join(final, st["name"]), cfg, {**base, "mix_stage": st["name"],
+                                                                                **st["info"]}, progress)
+        in_val, excl = hold["in_val"], hold["excluded"]
+        src_report = {}
+        for s in srcs:
+            rows = np.flatnonzero((cat.folder == s.folder) & (cat.domain == cat.domain_names.index(s.domain)))
+            src_report[s.name] = {"path": specs[s.folder]["path"], "domain": s.domain, "n": int(len(rows)),
+                                  "validation": int(in_val[rows].sum()), "excluded_leakage": int(excl[rows].sum()),
+                                  "train_pool": int(len(s.pool))}
+            r = src_report[s.name]
+            r["accounting_ok"] = r["n"] == r["validation"] + r["excluded_leakage"] + r["train_pool"]
+        cfg_out = dataclasses.asdict(cfg)
+        manifest = {**base, **meta, "config": cfg_out, "sources": src_report,
+                    "validation": hold["report"], "stages": [st["info"] for st in stages],
+                    "folders": {"validation": sorted(f"validation/{d}" for d in hold["sets"]),
+                                "stages": [st["name"] for st in stages]}}
+        shards.atomic_write_json(mpath, manifest)
     return manifest
 
 
