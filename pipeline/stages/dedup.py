@@ -73,7 +73,7 @@ class DedupConfig:
     lsh: str = "bands"  # bands (map + group-by + union-find) | datasketch (in-memory MinHashLSH)
     # LSH band keys are hash-partitioned; each partition is one reduce task (candidates,
     # verification, components), so the reduce spreads over the engine's workers. 0: one
-    # partition per 4M band keys (at most 256). Decisions do not depend on it.
+    # partition per 4M band keys (at most 4096). Decisions do not depend on it.
     partitions: int = 0
     embedder: str = "use-m3"
     embed_chars: int = 512  # conversation text embedded (head of the joined messages; embedding is the cost)
@@ -428,12 +428,15 @@ class Dedup(Stage):
 REASONS = ("", "exact_dup", "near_dup", "semantic_dup", "near_dup")  # 4: prefix of a longer conversation
 
 
-N_BUCKETS = 256  # hash buckets of band keys in a map task's output; partitions are ranges of them
+# hash buckets of band keys in a map task's output (an offsets array of 32 KB); partitions are
+# ranges of them, so up to 4096 partition tasks (1B conversations x 42 bands: 10M keys each)
+BUCKET_BITS = 12
+N_BUCKETS = 1 << BUCKET_BITS
 
 
 def _bucket(keys: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(56)).astype(np.int64)
+        return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
 
 
 def _npy(a: np.ndarray) -> bytes:
