@@ -114,11 +114,13 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
             eng.close()
     stage = get_stage(name)
     cfg = make_config(stage.Config, params)
-    fp = _fingerprint({"stage": name, "params": params, "input": inp, "seed": seed})
+    ident = stage.input_identity(inp, cfg)
+    fp = _fingerprint({"stage": name, "params": params, "input": inp, "seed": seed, "identity": ident})
     if shards.is_complete(folder):
         m = shards.load_manifest(folder)
         if m.get("fingerprint") != fp:
-            raise ConfigError(f"{folder} was built with another config or input; delete it or choose another --out")
+            raise ConfigError(f"{folder} was built {_what_changed(m, params, inp, seed, ident)}; it is not reused. "
+                              f"Delete it and the stages built from it (rm -r {folder} ...) or choose another --out")
         return m
     stage.check_input(inp, cfg)  # before the folder exists: a failed start must not block the next command
     raw = _raw_personal_data(name, inp)
@@ -141,10 +143,34 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
             "rejected_parts": [os.path.basename(p) for p in shards.data_files(folder, "rejected")],
             "rejected_files": "mode 0600: may hold raw text with personal data (written before the pii stage)",
             "raw_personal_data": raw,
+            "input_identity": ident,
             **extra,
         }
         shards.mark_complete(folder, manifest)
     return manifest
+
+
+def _what_changed(m: dict, params: dict, inp, seed: int, ident: dict) -> str:
+    """Why a finished folder's fingerprint differs, in words: settings, input files, input folder."""
+    if m.get("config") != redact(params):
+        old, new = m.get("config") or {}, redact(params)
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return f"with other settings ({', '.join(keys) or 'secrets'})"
+    if m.get("seed") != seed:
+        return f"with seed {m.get('seed')}, not {seed}"
+    was = m.get("input_identity")
+    if was is None:
+        return "before inputs were fingerprinted (an older turnforge)"
+    if "files" in ident or "files" in was:
+        a, b = was.get("files", {}), ident.get("files", {})
+        notes = [f"{p} is new" for p in b if p not in a] + [f"{p} is gone" for p in a if p not in b]
+        for p in (p for p in b if p in a and a[p] != b[p]):
+            notes.append(f"{p} changed (size {a[p][0]} -> {b[p][0]} bytes)" if a[p][0] != b[p][0]
+                         else f"{p} changed (modified since)")
+        return "from other input: " + "; ".join(notes[:5]) + (f"; and {len(notes) - 5} more" if len(notes) > 5 else "")
+    if was != ident:
+        return f"from another build of its input folder {inp} (that folder was rebuilt since)"
+    return "from another input"
 
 
 def _raw_personal_data(name: str, inp: str | None) -> bool:

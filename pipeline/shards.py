@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 from typing import Iterable, Iterator
@@ -227,6 +228,28 @@ def versions() -> dict:
     from . import __version__
     return {"turnforge": __version__, "python": platform.python_version(), "pyarrow": pa.__version__,
             "numpy": numpy.__version__, "schema": SCHEMA_VERSION}
+
+
+def file_identity(path: str, edge: int = 1 << 16) -> list:
+    """[size, mtime_ns, digest of the first and last 64 KB]: cheap at any size, and it changes
+    when lines are appended, truncated or the file is rewritten."""
+    st = os.stat(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(edge))
+        if st.st_size > edge:
+            f.seek(max(edge, st.st_size - edge))
+            h.update(f.read(edge))
+    return [st.st_size, st.st_mtime_ns, h.hexdigest()[:16]]
+
+
+def folder_identity(folder: str | None) -> dict:
+    """A finished shard folder is identified by its manifest's fingerprint, which holds its own
+    input's identity in turn."""
+    try:
+        return {"folder_fingerprint": load_manifest(folder).get("fingerprint")}
+    except (OSError, TypeError, ValueError):
+        return {}
 
 
 def load_manifest(folder: str) -> dict:

@@ -268,3 +268,48 @@ def test_stage_folders_that_may_hold_raw_personal_data_are_owner_only(tmp_path):
         assert modes(tmp_path / "m" / "final") == ({0o700}, {0o600})
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------------------------ a changed input is never served stale
+
+def test_a_changed_input_file_is_not_served_from_the_old_build(tmp_path, capsys):
+    src = chats(tmp_path / "a.jsonl", n=5)
+    cfg = build_config(tmp_path, inputs=[{"path": src}], stages=[{"name": "extract"}, {"name": "quality"}])
+    out = tmp_path / "out"
+    assert main(["build", cfg, "--out", str(out), "--quiet"]) == 0
+    assert main(["build", cfg, "--out", str(out), "--quiet"]) == 0  # unchanged: reused
+    size = os.path.getsize(src)
+    chats(tmp_path / "a.jsonl", n=15)  # the log grew
+    capsys.readouterr()
+    assert main(["build", cfg, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{src} changed (size {size} -> {os.path.getsize(src)} bytes)" in err
+    assert "rm -r" in err and "01-extract" in err
+    import shutil
+
+    shutil.rmtree(out)
+    assert main(["build", cfg, "--out", str(out), "--quiet"]) == 0
+    import json
+
+    with open(out / "manifest.json") as f:
+        assert json.load(f)["funnel"][0]["in"] == 15
+
+
+def test_stage_runs_refuse_a_truncated_input_and_a_rebuilt_input_folder(tmp_path, capsys):
+    src = chats(tmp_path / "a.jsonl", n=6)
+    ext, qual = str(tmp_path / "ext"), str(tmp_path / "qual")
+    assert main(["stage", "extract", "--in", src, "--out", ext, "--quiet"]) == 0
+    assert main(["stage", "quality", "--in", ext, "--out", qual, "--quiet"]) == 0
+    with open(src) as f:
+        first = f.readline()
+    with open(src, "w") as f:  # truncated to one record
+        f.write(first)
+    capsys.readouterr()
+    assert main(["stage", "extract", "--in", src, "--out", ext, "--quiet"]) == 2
+    assert f"{src} changed (size" in capsys.readouterr().err
+    import shutil
+
+    shutil.rmtree(ext)
+    assert main(["stage", "extract", "--in", src, "--out", ext, "--quiet"]) == 0
+    assert main(["stage", "quality", "--in", ext, "--out", qual, "--quiet"]) == 2
+    assert f"its input folder {ext} (that folder was rebuilt since)" in capsys.readouterr().err

@@ -153,7 +153,7 @@ def test_finished_stage_is_skipped_and_config_change_is_refused(built, tmp_path)
     y = yaml.safe_load(open(cfg2))
     y["stages"][0]["tail_turns"] = 2
     yaml.safe_dump(y, open(cfg2, "w"))
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"with other settings \(tail_turns\); it is not reused"):
         runner.build(cfg2, built["clean"], progress=False)
 
 

@@ -172,6 +172,11 @@ class Stage:
     def describe_input(self, inp: str | None, cfg) -> Any:
         return inp
 
+    def input_identity(self, inp: str | None, cfg) -> dict:
+        """What identifies the input's content, part of the stage's fingerprint, so a finished
+        folder is never reused for an input that changed: for a shard folder, its fingerprint."""
+        return shards.folder_identity(inp)
+
 
 def decisions_path(folder: str, index: int) -> str:
     """Where a global step's reduce writes the decisions of input part `index` (columns part,

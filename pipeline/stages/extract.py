@@ -453,6 +453,14 @@ class Extract(Stage):
     def describe_input(self, inp, cfg):
         return [dict(s) for s in cfg.inputs] if cfg.inputs else inp
 
+    def input_identity(self, inp, cfg: ExtractConfig) -> dict:
+        """Every input file's size, mtime and edge digest (shards.file_identity)."""
+        try:
+            files = [t.payload["file"] for t in self.plan(inp, cfg)]
+        except (ConfigError, OSError):
+            return {}  # check_input reports it
+        return {"files": {p: shards.file_identity(p) for p in files}}
+
     def run_task(self, payload, cfg: ExtractConfig, ctx: StageContext) -> Iterator[pa.RecordBatch]:
         spec = cfg.inputs[payload["input"]] if cfg.inputs else {}
         path = payload["file"]
