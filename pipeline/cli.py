@@ -111,11 +111,11 @@ def _cmd_train(a) -> int:
 
     cfg = _train_config(a)
     if a.grid:
-        res = grid(cfg)
+        res = grid(cfg, progress=not a.quiet)
         for k, best in res.items():
             print(f"{k:<12} " + "  ".join(f"{d}={v['loss']:.4f}@{v['step']}" for d, v in best.items()))
         return 0
-    r = train(cfg)
+    r = train(cfg, progress=not a.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"step {r['step']} loss {r['loss']}" + (f" -> {r['final']}" if "final" in r else
                                                       f" (stopped after {r['stopped_after']} steps; rerun to resume)"))
@@ -348,6 +348,7 @@ def _training_commands(sub) -> None:
     t.add_argument("config", nargs="?", help="training config (YAML); --set adds to or overrides it")
     _sets(t, "a trainer setting (docs/trainer.md), e.g. data=OUT/final or max_steps=50")
     t.add_argument("--grid", action="store_true", help="DMT: train stage-1, then every stage-2/k=* from it")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (it is drawn only on a terminal anyway)")
     t.set_defaults(fn=_cmd_train)
 
 

@@ -20,7 +20,8 @@ ENGINES = ("local", "ray")
 class Engine:
     name = "engine"
 
-    def map(self, fn: Callable, calls: Sequence[tuple], done: Callable[[], None]) -> None:
+    def map(self, fn: Callable, calls: Sequence[tuple], done: Callable[[object], None]) -> None:
+        """Run fn(*call) for every call; done(result) as each finishes (any order)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -40,15 +41,13 @@ class LocalEngine(Engine):
             with ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker, initargs=(threads,)) as pool:
                 try:
                     for f in as_completed([pool.submit(fn, *c) for c in calls]):
-                        f.result()
-                        done()
+                        done(f.result())
                 except KeyboardInterrupt:  # leaving the pool must not start the tasks still queued
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
         else:
             for c in calls:
-                fn(*c)
-                done()
+                done(fn(*c))
 
 
 def _init_worker(threads: int) -> None:
@@ -95,8 +94,7 @@ class RayEngine(Engine):
         pending = [task.remote(*c) for c in calls]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            ray.get(ready[0])  # re-raises the task's error once its retries are spent
-            done()
+            done(ray.get(ready[0]))  # re-raises the task's error once its retries are spent
 
     def close(self):
         if self.started and self.ray.is_initialized():

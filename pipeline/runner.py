@@ -15,7 +15,7 @@ import shutil
 import sys
 from typing import Any
 
-from . import report, shards
+from . import progress, report, shards
 from .config import ConfigError, load_config, make_config
 from .engines import Engine, get_engine
 from .stages import STAGES, get_stage  # noqa: F401 (STAGES: the CLI's stage names)
@@ -68,8 +68,19 @@ def _run_step_task(name: str, params: dict, task_name: str, payload: dict, folde
 
 
 def _run_all(engine, fn, name: str, params: dict, tasks: list, folder: str, bar, *extra) -> None:
-    engine.map(_with_folder_mode, [(fn, name, params, t.name, t.payload, folder, *extra) for t in tasks],
-               lambda: bar.update(1))
+    """Every task on the engine; the bar counts tasks and shows records/s (a task's counts or
+    map summary say how many records it read)."""
+    records = [0]
+
+    def done(result) -> None:
+        if isinstance(result, dict):
+            records[0] += int(result.get("in", result.get("rows", 0)) or 0)
+            elapsed = bar.format_dict.get("elapsed") or 0
+            if records[0] and elapsed:
+                bar.set_postfix_str(f"{records[0]:,} records, {records[0] / elapsed:,.0f} records/s", refresh=False)
+        bar.update(1)
+
+    engine.map(_with_folder_mode, [(fn, name, params, t.name, t.payload, folder, *extra) for t in tasks], done)
     bar.close()
 
 
@@ -200,6 +211,7 @@ def _run_tasks(stage, name: str, params: dict, inp, cfg, folder: str, engine, pr
                          _bar(len(rnd), len(rnd) - len(todo), f"{name} reduce {k}", progress), "reduce")
             stage.reduce(inp, cfg, folder)
         else:
+            stage.progress = progress
             stage.prepare(inp, cfg, folder)
     tasks = stage.plan(inp, cfg)
     if isinstance(stage, MapStage):
@@ -243,10 +255,7 @@ def _finished_tasks(folder: str) -> int:
 
 
 def _bar(total: int, done: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, desc=desc, unit="task", disable=not enabled or None,
-                file=sys.stderr, leave=False)
+    return progress.bar(total, desc, "task", enabled, initial=done)
 
 
 def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True,
@@ -286,11 +295,13 @@ def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool
         if name == "extract" and "inputs" in cfg:
             params.setdefault("inputs", cfg["inputs"])
         folder = os.path.join(out, "stages", f"{k:02d}-{name}")
+        reused = shards.is_complete(folder)  # and run_stage checks it was built from this input
         m = run_stage(name, params, prev, folder, seed=seed, progress=progress, engine=engine, **run_opts)
         funnel.append({"stage": name, "folder": os.path.relpath(folder, out), **m["counts"]})
         if progress:
             c = m["counts"]
-            print(f"[{k:02d}-{name}] in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
+            print(f"[{k:02d}-{name}] {'reused (finished earlier, same config and input) ' if reused else ''}"
+                  f"in={c['in']} kept={c['kept']} rejected={c['rejected_total']} "
                   f"records_out={c['records_out']} -> {folder}", file=sys.stderr)
         prev = folder
     manifest = {"config": os.path.abspath(config_path), "seed": seed, "versions": shards.versions(),

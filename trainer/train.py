@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from pipeline.progress import bar as pbar
+
 from .data import MicroBatch, PackedData, collate, global_batches
 from .loss import MODES, micro_batch_loss, per_turn_sums, token_losses
 from .pack import PackConfig, load_tokenizer, pack_folder
@@ -278,7 +280,8 @@ def load_checkpoint(d: str, model, opt, sched) -> dict:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, progress: bool = False) -> dict:
+    """`progress`: a bar on stderr (main process, terminal only) with the loss and tokens/s."""
     cfg.check()
     dist = Dist()
     torch.manual_seed(cfg.seed)
@@ -343,6 +346,7 @@ def train(cfg: TrainConfig) -> dict:
 
     steps_this_run = 0
     t_start = time.perf_counter()
+    bar = pbar(total, "train", "step", progress and dist.main, initial=state["step"])
     tokens_seen = 0
     last_loss = None
     while state["stage"] < len(stages) and state["step"] < total:
@@ -382,6 +386,9 @@ def train(cfg: TrainConfig) -> dict:
             steps_this_run += 1
             tokens_seen += int(global_tokens)
             last_loss = step_loss.item()
+            bar.update(1)
+            bar.set_postfix_str(f"loss {last_loss:.4f}, {tokens_seen / max(time.perf_counter() - t_start, 1e-9):,.0f} tokens/s",
+                                refresh=False)
             if state["step"] % cfg.log_every == 0 or state["step"] == total:
                 el = time.perf_counter() - t_start
                 emit({"step": state["step"], "stage": sname, "loss": last_loss, "loss_mode": cfg.loss,
@@ -415,12 +422,14 @@ def train(cfg: TrainConfig) -> dict:
                 save_checkpoint(cfg.out, model, opt, sched, state, dist)
             if log:
                 log.close()
+            bar.close()
             return {"step": state["step"], "stopped_after": steps_this_run, "loss": last_loss}
         state["stage"] += 1
         state["stage_step"] = 0
         state["stale"] = 0
         state["stage_best"] = {}
 
+    bar.close()
     final = os.path.join(cfg.out, "final")
     if dist.main:
         _unwrap(model).save_pretrained(final, safe_serialization=True)
@@ -435,7 +444,7 @@ def train(cfg: TrainConfig) -> dict:
             "tokens_per_s": tokens_seen / el if el > 0 else None}
 
 
-def grid(cfg: TrainConfig) -> dict:
+def grid(cfg: TrainConfig, progress: bool = False) -> dict:
     """DMT grid search: train stage-1 once, then stage-2 for every k folder from the
     stage-1 weights; report per-task validation of each."""
     s1 = os.path.join(cfg.data, "stage-1")
@@ -445,13 +454,13 @@ def grid(cfg: TrainConfig) -> dict:
     ev = cfg.eval_data or (os.path.join(cfg.data, "validation") if os.path.isdir(os.path.join(cfg.data, "validation"))
                            else None)
     base = TrainConfig(**{**asdict(cfg), "data": s1, "out": os.path.join(cfg.out, "stage-1"), "eval_data": ev})
-    r1 = train(base)
+    r1 = train(base, progress)
     results = {"stage-1": r1["best"]}
     for k in ks:
         name = os.path.basename(k)
         c = TrainConfig(**{**asdict(cfg), "data": k, "out": os.path.join(cfg.out, name), "eval_data": ev,
                            "init_from": r1["final"]})
-        results[name] = train(c)["best"]
+        results[name] = train(c, progress)["best"]
     with open(os.path.join(cfg.out, "grid.json"), "w") as f:
         json.dump(results, f, indent=1)
     return results

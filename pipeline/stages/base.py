@@ -121,6 +121,7 @@ class Task:
 class Stage:
     name = "stage"
     Config: type = object
+    progress = False  # the runner sets it: whether a one-process `prepare` may draw a progress bar
 
     def check_input(self, inp: str | None, cfg) -> None:
         """Raise when the input cannot be read. The runner calls it before it makes the stage

@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from .. import shards
+from .. import progress, shards
 from ..config import ConfigError
 from ..schema import SCHEMA
 from .base import Stage, StageContext, decided_batches, decisions_path, part_tasks, with_meta
@@ -110,6 +110,8 @@ class Topic(Stage):
         n = n_pseudo = 0
         n_scored = n_switch = n_eligible = n_eligible_switch = 0
         pending: list[tuple[int, int, str, list[dict]]] = []
+        bar = progress.bar(shards.load_manifest(inp).get("counts", {}).get("records_out"), "topic scoring",
+                           "conv", self.progress)
 
         def flush():
             nonlocal n, n_pseudo, n_scored, n_switch, n_eligible, n_eligible_switch
@@ -145,6 +147,7 @@ class Topic(Stage):
                     rank_part.append(part)
                     rank_row.append(row)
             n += len(pending)
+            bar.update(len(pending))
             n_pseudo += sum(cols["pseudo"])
             if pending:
                 tab = pa.RecordBatch.from_pydict(cols, schema=DECISIONS)
@@ -164,6 +167,7 @@ class Topic(Stage):
                     if len(pending) >= cfg.batch:
                         flush()
         flush()
+        bar.close()
 
         for pi in range(len(shards.data_files(inp))):
             if pi not in writers:  # an empty part still gets its (empty) decisions
