@@ -4,14 +4,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
+TORCH_INDEX ?=
 
 .PHONY: demo test bench clean topic-model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: a CPU wheel lies on disk; unpinned, pip picks a CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
+	# torch first and pinned: unpinned, pip picks a CUDA build through sentence-transformers.
+	# TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU wheel from PyTorch's index.
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
