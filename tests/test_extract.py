@@ -228,3 +228,16 @@ def test_markup_cleaning_leaves_code_and_content_words_alone():
     script = "用户：嘿，小猫！\n猫：喵。\n用户：新的玩具？"
     assert clean_markup(script, "assistant") == (script, ["embedded_dialogue"])
     assert clean_markup("strike <s>this</s> out", "user")[1] == []
+
+
+def test_rejected_raw_is_the_input_line_byte_for_byte(tmp_path, extract):
+    """The archive keeps what the input said, not a re-serialisation of it (no added keys,
+    the input's own spacing, key order and escapes)."""
+    lines = ['{"messages":[{"role":"moderator","content":"caf\\u00e9"}],  "id" : "r1"}',
+             '{"id": "r2", "messages": "not a list"}',
+             '{ "session_id":"s","role":"speaker?","text":"hi" ,"timestamp":1}']
+    recs, rej, m = extract(write_jsonl(tmp_path / "r.jsonl", lines[:2]))
+    assert_accounting(m, rej)
+    assert {r["line"]: r["raw"] for r in rej} == {1: lines[0], 2: lines[1]}
+    recs, rej, m = extract(write_jsonl(tmp_path / "e.jsonl", lines[2:]))
+    assert [(r["reason"], r["raw"]) for r in rej] == [("unknown_role", lines[2])]

@@ -118,3 +118,15 @@ def test_malformed_json_detail_keeps_the_whole_decoder_message(tmp_path):
     assert item.error == "malformed_json"
     assert e.value.msg in item.detail and f"column {e.value.colno}" in item.detail
     assert not item.detail.rstrip().endswith(" at")
+
+
+def test_units_keep_their_input_text(tmp_path):
+    """A JSONL line (without its line break) and a JSON array element keep the text the file
+    holds, so a rejected unit is archived as written."""
+    line = '{"messages" :[],  "id":"caf\\u00e9"}'
+    p = tmp_path / "x.jsonl"
+    p.write_bytes((line + "\r\n").encode())
+    assert [i.raw for i in iter_items(str(p))] == [line]
+    a = tmp_path / "a.json"
+    a.write_text('[ {"instruction": "a",\n  "output": "b"} ,{"x":1}]', encoding="utf-8")
+    assert [i.raw for i in iter_items(str(a))] == ['{"instruction": "a",\n  "output": "b"}', '{"x":1}']

@@ -3,7 +3,9 @@
 Every reader yields `Item`s, one per input unit (a JSONL line, a JSON array element, a CSV or
 Parquet row), without loading the file: memory stays flat as input grows. A unit that cannot
 be parsed is yielded with `error` set (and its raw text), never raised, so the extract stage can
-put it in `rejected/` with the file and line that produced it.
+put it in `rejected/` with the file and line that produced it. Where the container gives a unit
+its own text (a JSONL line, a JSON array element), `raw` holds it as it was in the file, so a
+rejected unit is archived as the input said it, not re-serialised.
 
 Conversation formats (auto-detected from the first parseable unit, overridable):
 - ``openai``   ``{"messages": [{"role", "content"}]}``
@@ -37,7 +39,10 @@ EVENT_ALIASES = {
 
 @dataclass
 class Item:
-    """One input unit. `obj` is the parsed record, or None with `error` and `raw` set."""
+    """One input unit. `obj` is the parsed record, or None with `error` set. `raw`: the unit's
+    text as it was in the file (a JSONL line without its line break, a JSON array element); for
+    a CSV row that cannot be read, the row as JSON; else None (CSV and Parquet rows have no text
+    of their own)."""
     file: str
     line: int  # 1-based line (JSONL, JSON), row + header offset (CSV), row index + 1 (Parquet)
     obj: Any = None
@@ -85,11 +90,11 @@ def _iter_jsonl(path: str) -> Iterator[Item]:
                 yield Item(path, n, error="invalid_utf8", detail=f"byte {e.start}: {e.reason}",
                            raw=b.decode("utf-8", "backslashreplace").rstrip("\n"))
                 continue
+            text = s.rstrip("\r\n")
             try:
-                yield Item(path, n, json.loads(s))
+                yield Item(path, n, json.loads(s), raw=text)
             except json.JSONDecodeError as e:
-                yield Item(path, n, error="malformed_json", detail=_json_error(e),
-                           raw=s.rstrip("\n"))
+                yield Item(path, n, error="malformed_json", detail=_json_error(e), raw=text)
 
 
 def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
@@ -138,7 +143,7 @@ def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
                                           "rest of file unreadable",
                                    raw=rest)
                         return
-            yield Item(path, line, obj)
+            yield Item(path, line, obj, raw=buf[pos:end])
             line += buf.count("\n", pos, end)
             pos = end
 

@@ -129,17 +129,28 @@ class _Conv:
     user_id: str | None = None
     extra: dict | None = None
     system: str | None = None
+    text: str | None = None  # the record's own input text (a JSONL line, an array element)
 
     def units(self) -> int:
         return self.base_units + sum(m.units for m in self.msgs)
 
     def raw(self) -> str:
+        """What rejected/ archives: the input text as it was; a session (many events) has
+        none of its own, so its messages are written as JSON."""
+        if self.text is not None:
+            return self.text
         return json.dumps({"id": self.own_id, "session_id": self.session_id,
                            "messages": [{"role": m.role, "content": m.content} for m in self.msgs]},
                           ensure_ascii=False, default=str)
 
 
 # ------------------------------------------------------------------ records -> conversations
+
+def _raw_of(item: Item) -> str:
+    """The unit as the input said it where the reader kept its text; else its parsed value as
+    JSON (CSV and Parquet rows)."""
+    return item.raw if item.raw is not None else json.dumps(item.obj, ensure_ascii=False, default=str)
+
 
 def _text_parts(content: Any) -> Any:
     """OpenAI content may be a list of parts; keep the text ones."""
@@ -152,7 +163,7 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
     obj, where = item.obj, dict(source_file=item.file, line=item.line)
     if not isinstance(obj, dict):
         ctx.reject("bad_type", detail=f"record: expected an object, got {type(obj).__name__}",
-                   raw=json.dumps(obj, ensure_ascii=False, default=str), **where)
+                   raw=_raw_of(item), **where)
         return None
     own_id = obj.get("id")
     own_id = None if own_id is None else str(own_id)
@@ -169,14 +180,14 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
         seq = obj.get(key)
         if not isinstance(seq, list):
             ctx.reject("bad_type", detail=f"{key}: expected a list, got {type(seq).__name__}",
-                       record_id=own_id, raw=obj, **where)
+                       record_id=own_id, raw=_raw_of(item), **where)
             return None
         if isinstance(obj.get("system"), str) and obj["system"].strip():
             msgs.append(_Msg("system", obj["system"], 0))
         for i, m in enumerate(seq):
             if not isinstance(m, dict):
                 ctx.reject("bad_type", detail=f"{key}[{i}]: expected an object, got {type(m).__name__}",
-                           record_id=own_id, raw=obj, **where)
+                           record_id=own_id, raw=_raw_of(item), **where)
                 return None
             msgs.append(_Msg(m.get(rk), _text_parts(m.get(ck)), 0))
     else:  # alpaca
@@ -184,7 +195,7 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
         hist = obj.get("history") or []
         if not isinstance(hist, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in hist):
             ctx.reject("bad_type", detail="history: expected a list of [question, answer] pairs",
-                       record_id=own_id, raw=obj, **where)
+                       record_id=own_id, raw=_raw_of(item), **where)
             return None
         if isinstance(obj.get("system"), str) and obj["system"].strip():
             msgs.append(_Msg("system", obj["system"], 0))
@@ -193,12 +204,12 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
         ins, inp = obj.get("instruction"), obj.get("input")
         if not isinstance(ins, str) or (inp is not None and not isinstance(inp, str)):
             ctx.reject("bad_type", detail="instruction/input: expected strings",
-                       record_id=own_id, raw=obj, **where)
+                       record_id=own_id, raw=_raw_of(item), **where)
             return None
         q = ins if not inp else f"{ins}\n{inp}"
         msgs += [_Msg("user", q, 0), _Msg("assistant", obj.get("output"), 0)]
     extra = {k: v for k, v in obj.items() if k not in known}
-    return _Conv(item.file, item.line, msgs, 1, own_id=own_id, extra=extra or None)
+    return _Conv(item.file, item.line, msgs, 1, own_id=own_id, extra=extra or None, text=item.raw)
 
 
 def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map: dict,
@@ -226,13 +237,13 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         row = item.obj
         if not isinstance(row, dict):
             ctx.reject("bad_type", detail=f"event: expected an object, got {type(row).__name__}",
-                       raw=json.dumps(row, ensure_ascii=False, default=str), **where)
+                       raw=_raw_of(item), **where)
             continue
         keys = frozenset(row)
         cols = col_cache.get(keys)
         if cols is None:
             cols = col_cache[keys] = resolve_event_fields(row.keys(), fields)
-        raw = json.dumps(row, ensure_ascii=False, default=str)
+        raw = _raw_of(item)
         text = row.get(cols["text"]) if cols["text"] else None
         role = row.get(cols["role"]) if cols["role"] else None
         sid = row.get(cols["session_id"]) if cols["session_id"] else None
