@@ -21,7 +21,9 @@ Event logs are first grouped into sessions per session id (or user id), split wh
 was inactive for more than `session_gap_s`. User ids are replaced by a salted HMAC.
 
 Accounting unit: one input unit = one line / array element / row. A conversation file record is
-one unit; an event row is one unit, so a session is as many units as it had events.
+one unit; an event row is one unit, so a session is as many units as it had events. A file
+that cannot be read at all (empty, binary, no usable columns, no format) has no units: it is
+skipped with its reason and size in the manifest (docs/stages/extract.md#unusable-files).
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ import hashlib
 import hmac
 import json
 import os
-from collections import OrderedDict
+import sys
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -38,11 +41,11 @@ import pyarrow as pa
 
 from .. import shards
 from ..config import ConfigError, unknown_keys
-from ..io.readers import (FORMATS, Item, expand_paths, iter_items, parse_timestamp,
-                          resolve_event_fields, sniff_format)
+from ..io.readers import (FORMATS, Item, expand_paths, iter_items, parse_timestamp, probe_file,
+                          resolve_event_fields)
 from ..schema import SCHEMA, content_id, empty_meta
 from ..text import clean_markup, detect_lang
-from .base import Stage, StageContext, Task
+from .base import Stage, StageContext, Task, skipped_files
 
 DEFAULT_ROLE_MAP = {
     "user": "user", "human": "user", "customer": "user", "client": "user", "prompter": "user",
@@ -459,7 +462,17 @@ class Extract(Stage):
         return tasks
 
     def check_input(self, inp, cfg: ExtractConfig) -> None:
-        self.plan(inp, cfg)  # finds every input file; a missing path raises FileNotFoundError naming it
+        """Every input path exists (else FileNotFoundError naming it), and at least one file can
+        be read: a build of nothing is a mistake, said before the stage folder exists. Files
+        are probed in order until one is usable, so a good input costs one probe."""
+        problems = []
+        for task in self.plan(inp, cfg):
+            _, problem = _probe(task.payload, cfg)
+            if problem is None:
+                return
+            problems.append(f"{task.payload['file']}: {problem.reason}: {problem.detail}")
+        raise ConfigError("extract: every input file was skipped, so the stage would hold nothing; "
+                          "fix or remove them:\n  " + "\n  ".join(problems))
 
     def describe_input(self, inp, cfg):
         return [dict(s) for s in cfg.inputs] if cfg.inputs else inp
@@ -473,19 +486,19 @@ class Extract(Stage):
         return {"files": {p: shards.file_identity(p) for p in files}}
 
     def run_task(self, payload, cfg: ExtractConfig, ctx: StageContext) -> Iterator[pa.RecordBatch]:
-        spec = cfg.inputs[payload["input"]] if cfg.inputs else {}
+        spec, fields = _spec(payload, cfg)
         path = payload["file"]
+        fmt, problem = _probe(payload, cfg)
+        if problem is not None:  # the task still finishes (a marker, 0 units) so a resume matches
+            ctx.skip_file(path, problem.reason, problem.detail)
+            return
         source = spec.get("source", cfg.source)
         domain = spec.get("domain", cfg.domain)
-        fields = {**cfg.fields, **(spec.get("fields") or {})}
         role_map = {**DEFAULT_ROLE_MAP,
                     **{str(k).lower(): v for k, v in {**cfg.role_map, **(spec.get("role_map") or {})}.items()}}
         bad = {k: v for k, v in role_map.items() if v not in ("system", "user", "assistant", "tool")}
         if bad:
             raise ConfigError(f"role_map: targets must be system|user|assistant|tool, got {bad}")
-        fmt = spec.get("format", cfg.format)
-        if fmt == "auto":
-            fmt = sniff_format(path, fields)
         salt, _ = cfg.salt()
 
         def counted(items):
@@ -532,9 +545,27 @@ class Extract(Stage):
     def finalize(self, folder: str, cfg: ExtractConfig, counts: dict) -> dict:
         renamed = ensure_unique_ids(folder)
         _, salted = cfg.salt()
+        skipped = skipped_files(folder)
+        for s in skipped:  # in the driver, once per run, so every worker's skips are said in order
+            print(f"turnforge: warning: extract skipped {s['path']} ({s['bytes']} bytes): {s['reason']}: "
+                  f"{s['detail']}", file=sys.stderr)
         return {"duplicate_ids_renamed": renamed,
+                "skipped_files": skipped,
+                "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
                 "user_salt": "configured" if salted else "DEFAULT (dev salt: user hashes are not private; "
                                                           "set TURNFORGE_USER_SALT)"}
+
+
+def _spec(payload: dict, cfg: ExtractConfig) -> tuple[dict, dict]:
+    """The `inputs:` entry a task's file came from, and its event column names."""
+    spec = cfg.inputs[payload["input"]] if cfg.inputs else {}
+    return spec, {**cfg.fields, **(spec.get("fields") or {})}
+
+
+def _probe(payload: dict, cfg: ExtractConfig):
+    """(format, None) for a task's file, or (None, why it is skipped)."""
+    spec, fields = _spec(payload, cfg)
+    return probe_file(payload["file"], spec.get("format", cfg.format), fields)
 
 
 def _with_lang(records: list[dict]) -> pa.RecordBatch:
