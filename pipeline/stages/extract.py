@@ -7,7 +7,9 @@ Per conversation, in this order (each rule is counted in the manifest under `rep
     only flagged (`flag`) or rejected (`reject`); a transcript pasted into one message
     (a later line starting "Human:" / "用户：") is flagged, or rejected by config;
  3. empty messages dropped (kept in rejected/ when they were input units of their own);
- 4. consecutive messages of one role merged with a newline (not tool results);
+ 4. consecutive messages of one role merged with a newline (not tool results); a message
+    without text between two messages of the other party splits the conversation first, so
+    a missing reply never merges two turns (_split_at_missing);
  5. structure: system messages only at the start; leading assistant messages and a trailing
     unanswered user message dropped; then user/assistant must alternate (tool results only
     after an assistant message);
@@ -27,6 +29,7 @@ skipped with its reason and size in the manifest (docs/stages/extract.md#unusabl
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -229,7 +232,7 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
     def emit(key: str) -> _Conv:
         s = open_.pop(key)
         evs = sorted(s["events"], key=lambda e: (e[0], e[1]))  # (ts, line): stable by time
-        msgs = [_Msg(role, text, 1, ts) for ts, _line, role, text in evs]
+        msgs = [_Msg(role, text, int(text is not None), ts) for ts, _line, role, text in evs]
         return _Conv(s["file"], s["line"], msgs, 0, session_id=s["sid"], user_id=s["uid"])
 
     for n, item in enumerate(items):
@@ -258,20 +261,21 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         if str(role).strip().lower() not in role_map:  # one bad event, not its whole session
             ctx.reject("unknown_role", detail=f"role: unknown role {role!r}", raw=raw, **where)
             continue
-        if not isinstance(text, str):
-            got = "missing" if text is None else type(text).__name__
-            ctx.reject("bad_type", detail=f"text: expected a string, got {got}", raw=raw, **where)
-            continue
-        if not text.strip():
-            ctx.reject("empty_content", detail="text: empty", raw=raw, **where)
-            continue
+        # An event without text is rejected, yet stays in its session as a gap (text None, no
+        # unit), so the messages around it are not merged across it (see _split_at_missing).
+        no_text = _text_problem(text)
+        if no_text:
+            ctx.reject(no_text[0], detail=no_text[1], raw=raw, **where)
+            text = None
         if sid is None and uid is None:
-            ctx.reject("missing_session", detail="session_id/user_id: both missing", raw=raw, **where)
+            if not no_text:
+                ctx.reject("missing_session", detail="session_id/user_id: both missing", raw=raw, **where)
             continue
         try:
             ts = parse_timestamp(row.get(cols["timestamp"]) if cols["timestamp"] else None)
         except (ValueError, OverflowError, TypeError) as e:
-            ctx.reject("bad_timestamp", detail=f"timestamp: {e}", raw=raw, **where)
+            if not no_text:
+                ctx.reject("bad_timestamp", detail=f"timestamp: {e}", raw=raw, **where)
             continue
         if ts is None:  # no clock: order of the file stands in for time
             ts = float(item.line)
@@ -293,7 +297,8 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
             s["events"].sort(key=lambda e: (e[0], e[1]))
             cut = s["events"][:-cfg.max_session_events]
             s["events"] = s["events"][-cfg.max_session_events:]
-            ctx.reject("tail_trimmed", n_inputs=len(cut), detail=f"session {s['sid']}: {len(cut)} early events",
+            ctx.reject("tail_trimmed", n_inputs=sum(e[3] is not None for e in cut),
+                       detail=f"session {s['sid']}: {len(cut)} early events",
                        source_file=item.file, line=cut[0][1],
                        raw=json.dumps([{"role": r, "content": t} for _, _, r, t in cut], ensure_ascii=False))
         clock = max(clock, ts)
@@ -304,7 +309,42 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         yield emit(k)
 
 
+def _text_problem(text: Any) -> tuple[str, str] | None:
+    """(reason, detail) of an event whose text is not a non-empty string."""
+    if not isinstance(text, str):
+        return "bad_type", f"text: expected a string, got {'missing' if text is None else type(text).__name__}"
+    return None if text.strip() else ("empty_content", "text: empty")
+
+
 # ------------------------------------------------------------------ normalisation
+
+def _split_at_missing(conv: _Conv, role_map: dict) -> list[_Conv]:
+    """Parts of a conversation, cut where a reply or question is missing: a message without
+    text (an empty one, or an event rejected for its text) between two messages of the other
+    party would otherwise let them merge into one turn that never happened. The record's own
+    unit is counted with the last part; part k > 0 gets `/k` after its id and session id."""
+    cuts, prev, gap = [], None, set()
+    for i, m in enumerate(conv.msgs):
+        role = role_map.get(str(m.role).strip().lower())
+        if m.content is None or (isinstance(m.content, str) and not m.content.strip()):
+            gap.add(role)
+            continue
+        if role == prev and role in ("user", "assistant") and gap & ({"user", "assistant"} - {role}):
+            cuts.append(i)
+        prev, gap = role, set()
+    if not cuts:
+        return [conv]
+    bounds = [0, *cuts, len(conv.msgs)]
+    return [_part(conv, conv.msgs[a:b], k, last=b == len(conv.msgs)) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+
+
+def _part(conv: _Conv, msgs: list, k: int, last: bool) -> _Conv:
+    def suffixed(x: str | None) -> str | None:
+        return x if k == 0 or x is None else f"{x}/{k}"
+
+    return dataclasses.replace(conv, msgs=msgs, base_units=conv.base_units if last else 0,
+                               own_id=suffixed(conv.own_id), session_id=suffixed(conv.session_id))
+
 
 def _archive(ctx: StageContext, conv: _Conv, msgs: list[_Msg], reason: str, detail: str) -> None:
     """Messages cut from a conversation that is otherwise kept go to rejected/ too."""
@@ -521,7 +561,7 @@ class Extract(Stage):
             convs = convs_of(items)
 
         buf: list[dict] = []
-        for conv in convs:
+        for conv in (part for whole in convs for part in _split_at_missing(whole, role_map)):
             r = normalise(conv, cfg, role_map, ctx)
             if r is None:
                 continue
