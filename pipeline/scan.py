@@ -43,7 +43,7 @@ def scan_folder(folder: str, out: TextIO, limit: int = 20, entities=None) -> int
     print(f"{folder}: {n_msgs} messages scanned, {total} PII findings {dict(sorted(counts.items()))}"
           f" ({skipped} pseudonyms written by the pii stage skipped)", file=out)
     if dropped:
-        print(f"{folder}: not scanned: {sum(dropped.values())} input units or message runs extract drops "
+        print(f"{folder}: not scanned: {sum(dropped.values())} input units, message runs or files extract drops "
               f"{dict(sorted(dropped.items()))}; `turnforge validate {folder}` lists them", file=out)
     return total
 
@@ -79,6 +79,7 @@ def _raw_batches(path: str, dropped: Counter) -> Iterator:
         yield from batches
         dropped.update(ctx.rejected)
         dropped.update(ctx.archived)
+        dropped.update(f"skipped file ({s['reason']})" for s in ctx.skipped_files)
 
 
 def _read_json_or_jsonl(path: str) -> Iterator[dict]:

@@ -48,6 +48,9 @@ def validate_path(path: str, params: dict, out: TextIO, limit: int = 0) -> int:
         for _ in batches:
             pass
         total_in += ctx.n_in
+        for skip in ctx.skipped_files:  # a whole file extract would leave out is a problem of its own
+            bad += 1
+            say(f"{skip['path']}: {skip['reason']}: {skip['detail']}")
         if ctx.repairs:
             print(f"{payload['file']}: repairs {dict(ctx.repairs)}", file=out)
     print(f"{total_in} input records checked, {bad} bad", file=out)

@@ -228,3 +228,48 @@ def test_markup_cleaning_leaves_code_and_content_words_alone():
     script = "用户：嘿，小猫！\n猫：喵。\n用户：新的玩具？"
     assert clean_markup(script, "assistant") == (script, ["embedded_dialogue"])
     assert clean_markup("strike <s>this</s> out", "user")[1] == []
+
+
+def test_rejected_raw_is_the_input_line_byte_for_byte(tmp_path, extract):
+    """The archive keeps what the input said, not a re-serialisation of it (no added keys,
+    the input's own spacing, key order and escapes)."""
+    lines = ['{"messages":[{"role":"moderator","content":"caf\\u00e9"}],  "id" : "r1"}',
+             '{"id": "r2", "messages": "not a list"}',
+             '{ "session_id":"s","role":"speaker?","text":"hi" ,"timestamp":1}']
+    recs, rej, m = extract(write_jsonl(tmp_path / "r.jsonl", lines[:2]))
+    assert_accounting(m, rej)
+    assert {r["line"]: r["raw"] for r in rej} == {1: lines[0], 2: lines[1]}
+    recs, rej, m = extract(write_jsonl(tmp_path / "e.jsonl", lines[2:]))
+    assert [(r["reason"], r["raw"]) for r in rej] == [("unknown_role", lines[2])]
+
+
+def test_a_missing_reply_keeps_the_turn_boundary(tmp_path, extract):
+    """A rejected assistant event between two user messages does not glue the user messages
+    into one turn: the conversation is split there, the unanswered question is archived."""
+    rows = [event("s", "u", 1, "user", "how do I reset my password?"), event("s", "u", 2, "bot", "use the link"),
+            event("s", "u", 3, "user", "the link expired"), event("s", "u", 4, "bot", None),
+            event("s", "u", 5, "user", "are you there?"), event("s", "u", 6, "bot", "yes, sending a new link")]
+    recs, rej, m = extract(write_jsonl(tmp_path / "e.jsonl", rows))
+    assert_accounting(m, rej)
+    assert [[x["content"] for x in r["messages"]] for r in recs] == [
+        ["how do I reset my password?", "use the link"], ["are you there?", "yes, sending a new link"]]
+    assert [r["meta"]["session_id"] for r in recs] == ["s", "s/1"]
+    assert sorted((r["reason"], r["n_inputs"]) for r in rej) == [("bad_type", 1), ("trailing_unanswered", 1)]
+    (cut,) = [r for r in rej if r["reason"] == "trailing_unanswered"]
+    assert [x["content"] for x in json.loads(cut["raw"])] == ["the link expired"]
+    assert "same_role_merged" not in m["counts"]["repairs"]
+    # two user messages with nothing missing between them are still one turn
+    recs, _, _ = extract(write_jsonl(tmp_path / "f.jsonl", rows[:3] + rows[4:]))
+    assert recs[0]["messages"][2]["content"] == "the link expired\nare you there?"
+
+
+def test_an_empty_reply_in_a_conversation_record_splits_it(tmp_path, extract):
+    p = write_jsonl(tmp_path / "o.jsonl", [{"id": "c", "messages": [
+        {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"}, {"role": "assistant", "content": ""},
+        {"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"}]}])
+    recs, rej, m = extract(p)
+    assert_accounting(m, rej)
+    assert [(r["id"], [x["content"] for x in r["messages"]]) for r in recs] == [
+        ("c", ["q1", "a1"]), ("c/1", ["q3", "a3"])]
+    assert m["counts"]["in"] == 1 and m["counts"]["kept"] == 1

@@ -1,6 +1,7 @@
 """Mistakes an operator makes at the command line (a typo, a wrong path, Ctrl-C) end with a
 clear message and a non-zero exit, never a silent pass, and leave nothing that blocks the
 corrected command."""
+import json
 import os
 
 import pytest
@@ -96,8 +97,8 @@ def test_a_missing_input_leaves_nothing_that_blocks_the_corrected_build(tmp_path
 
 
 def test_a_start_that_failed_before_any_task_finished_is_replaced(tmp_path, capsys):
-    """The input reads, but its format cannot be told until a task runs: the folder exists by
-    then, yet nothing in it is finished, so the corrected command takes it over."""
+    """The input exists, but no format is detected in its only file: nothing finished, so the
+    corrected command (with `fields:`) is not blocked."""
     src = write_jsonl(tmp_path / "odd.jsonl", [{"sid": 1, "who": r, "said": t}
                                                 for r, t in (("user", "hi"), ("assistant", "hello"))])
     out = str(tmp_path / "o")
@@ -313,3 +314,67 @@ def test_stage_runs_refuse_a_truncated_input_and_a_rebuilt_input_folder(tmp_path
     assert main(["stage", "extract", "--in", src, "--out", ext, "--quiet"]) == 0
     assert main(["stage", "quality", "--in", ext, "--out", qual, "--quiet"]) == 2
     assert f"its input folder {ext} (that folder was rebuilt since)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ unusable files in an input folder
+
+def unusable_files(folder):
+    """One file of each kind extract cannot read, with the reason it is skipped for."""
+    (folder / "empty.jsonl").write_bytes(b"")
+    (folder / "photo.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (folder / "export.csv").write_text("1,u1,100,customer,hi\n1,u1,101,agent,hello\n", encoding="utf-8")
+    (folder / "notes.jsonl").write_text('{"title": "minutes", "body": "no chat here"}\n', encoding="utf-8")
+    return {"empty.jsonl": "empty_file", "photo.json": "binary_file", "export.csv": "missing_columns",
+            "notes.jsonl": "unknown_format"}
+
+
+def test_unusable_files_are_skipped_one_by_one_and_the_rest_is_built(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    want = unusable_files(folder)
+    chats(folder / "good.jsonl", n=3)
+    out = tmp_path / "o"
+    assert main(["stage", "extract", "--in", str(folder), "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["kept"] == 3 and m["counts"]["in"] == 3
+    skipped = {os.path.basename(s["path"]): s for s in m["skipped_files"]}
+    assert {k: s["reason"] for k, s in skipped.items()} == want
+    assert {k: s["bytes"] for k, s in skipped.items()} == {k: (folder / k).stat().st_size for k in want}
+    assert m["skipped_by_reason"] == {r: 1 for r in want.values()}
+    err = capsys.readouterr().err
+    for name in want:  # each file named on stderr with what is wrong with it
+        (line,) = [x for x in err.splitlines() if name in x]
+        assert "warning" in line and skipped[name]["detail"] in line
+    csv_detail = skipped["export.csv"]["detail"]
+    assert "customer" in csv_detail and "role" in csv_detail and "text" in csv_detail and "fields" in csv_detail
+    assert "NUL" in skipped["photo.json"]["detail"] or "UTF-8" in skipped["photo.json"]["detail"]
+    assert all(f in skipped["notes.jsonl"]["detail"] for f in ("openai", "sharegpt", "alpaca", "events"))
+    # resumed after every task finished: the skipped files come back from their tasks' markers
+    first = (out / "manifest.json").read_bytes()
+    (out / "_SUCCESS").unlink(), (out / "manifest.json").unlink()
+    assert main(["stage", "extract", "--in", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert (out / "manifest.json").read_bytes() == first
+
+
+def test_a_build_of_only_unusable_files_fails_and_names_each(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    want = unusable_files(folder)
+    out = tmp_path / "o"
+    assert main(["stage", "extract", "--in", str(folder), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "every input file" in err
+    for name, reason in want.items():
+        assert any(name in line and reason in line for line in err.splitlines()), name
+    assert not out.exists()  # nothing blocks the corrected command
+
+
+def test_validate_names_every_file_extract_would_skip(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    want = unusable_files(folder)
+    chats(folder / "good.jsonl", n=2)
+    assert main(["validate", str(folder)]) != 0
+    out = capsys.readouterr().out.splitlines()
+    for name, reason in want.items():
+        assert any(line.startswith(str(folder / name)) and f": {reason}: " in line for line in out), name

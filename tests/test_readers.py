@@ -118,3 +118,37 @@ def test_malformed_json_detail_keeps_the_whole_decoder_message(tmp_path):
     assert item.error == "malformed_json"
     assert e.value.msg in item.detail and f"column {e.value.colno}" in item.detail
     assert not item.detail.rstrip().endswith(" at")
+
+
+def test_units_keep_their_input_text(tmp_path):
+    """A JSONL line (without its line break) and a JSON array element keep the text the file
+    holds, so a rejected unit is archived as written."""
+    line = '{"messages" :[],  "id":"caf\\u00e9"}'
+    p = tmp_path / "x.jsonl"
+    p.write_bytes((line + "\r\n").encode())
+    assert [i.raw for i in iter_items(str(p))] == [line]
+    a = tmp_path / "a.json"
+    a.write_text('[ {"instruction": "a",\n  "output": "b"} ,{"x":1}]', encoding="utf-8")
+    assert [i.raw for i in iter_items(str(a))] == ['{"instruction": "a",\n  "output": "b"}', '{"x":1}']
+
+
+def test_probe_tells_why_a_whole_file_cannot_be_read(tmp_path):
+    def probe(name, data, fmt="auto", fields=None):
+        p = tmp_path / name
+        p.write_bytes(data)
+        return readers.probe_file(str(p), fmt, fields)
+
+    ok = b'{"messages": []}\n'
+    assert probe("stray.jsonl", ok + b'{"text": "caf\xff"}\n') == ("openai", None)  # one bad line, not binary
+    _, gbk = probe("gbk.jsonl", '{"text": "你好，请问订单什么时候到"}\n'.encode("gbk") * 3)
+    assert gbk.reason == "binary_file" and "UTF-8" in gbk.detail
+    assert probe("hdr.csv", b"sid,speaker,msg\n")[1].reason == "empty_file"
+    assert probe("blank.jsonl", b"\n  \n")[1].reason == "empty_file"
+    _, mapped = probe("m.csv", b"sid,who,said\n1,user,hi\n", fields={"role": "speaker", "text": "said"})
+    assert mapped.reason == "missing_columns" and "fields.role names 'speaker'" in mapped.detail
+    assert "'who'" in mapped.detail and "text" not in mapped.detail.split("needs")[1].split(":")[0]
+    assert probe("forced.jsonl", ok, fmt="sharegpt") == ("sharegpt", None)
+    _, odd = probe("odd.jsonl", b'{"title": "x"}\n')
+    assert odd.reason == "unknown_format" and "cannot detect the input format" in odd.detail
+    with pytest.raises(ValueError, match="m.csv: missing_columns"):
+        sniff_format(str(tmp_path / "m.csv"))

@@ -3,7 +3,9 @@
 Every reader yields `Item`s, one per input unit (a JSONL line, a JSON array element, a CSV or
 Parquet row), without loading the file: memory stays flat as input grows. A unit that cannot
 be parsed is yielded with `error` set (and its raw text), never raised, so the extract stage can
-put it in `rejected/` with the file and line that produced it.
+put it in `rejected/` with the file and line that produced it. Where the container gives a unit
+its own text (a JSONL line, a JSON array element), `raw` holds it as it was in the file, so a
+rejected unit is archived as the input said it, not re-serialised.
 
 Conversation formats (auto-detected from the first parseable unit, overridable):
 - ``openai``   ``{"messages": [{"role", "content"}]}``
@@ -19,6 +21,7 @@ import csv
 import glob
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -37,7 +40,10 @@ EVENT_ALIASES = {
 
 @dataclass
 class Item:
-    """One input unit. `obj` is the parsed record, or None with `error` and `raw` set."""
+    """One input unit. `obj` is the parsed record, or None with `error` set. `raw`: the unit's
+    text as it was in the file (a JSONL line without its line break, a JSON array element); for
+    a CSV row that cannot be read, the row as JSON; else None (CSV and Parquet rows have no text
+    of their own)."""
     file: str
     line: int  # 1-based line (JSONL, JSON), row + header offset (CSV), row index + 1 (Parquet)
     obj: Any = None
@@ -85,11 +91,11 @@ def _iter_jsonl(path: str) -> Iterator[Item]:
                 yield Item(path, n, error="invalid_utf8", detail=f"byte {e.start}: {e.reason}",
                            raw=b.decode("utf-8", "backslashreplace").rstrip("\n"))
                 continue
+            text = s.rstrip("\r\n")
             try:
-                yield Item(path, n, json.loads(s))
+                yield Item(path, n, json.loads(s), raw=text)
             except json.JSONDecodeError as e:
-                yield Item(path, n, error="malformed_json", detail=_json_error(e),
-                           raw=s.rstrip("\n"))
+                yield Item(path, n, error="malformed_json", detail=_json_error(e), raw=text)
 
 
 def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
@@ -138,7 +144,7 @@ def _iter_json_array(path: str, chunk: int = 1 << 20) -> Iterator[Item]:
                                           "rest of file unreadable",
                                    raw=rest)
                         return
-            yield Item(path, line, obj)
+            yield Item(path, line, obj, raw=buf[pos:end])
             line += buf.count("\n", pos, end)
             pos = end
 
@@ -224,17 +230,113 @@ def detect_format(obj: Any, fields: dict | None = None) -> str | None:
     return None
 
 
+# What each format is recognised by, for the message of a file none of them matches.
+FORMAT_SHAPES = ("openai (a `messages` list)", "sharegpt (a `conversations` list)",
+                 "alpaca (`instruction` and `output`)", "events (a role and a text column)")
+
+
+@dataclass
+class FileProblem:
+    """Why a whole input file cannot be read: `reason` is a code (empty_file, binary_file,
+    missing_columns, unknown_format, unreadable_file), `detail` says what is wrong and what to do."""
+    reason: str
+    detail: str
+
+
+def probe_file(path: str, fmt: str = "auto", fields: dict | None = None,
+               max_units: int = 50) -> tuple[str | None, FileProblem | None]:
+    """(format, None) for a file the readers can go through, else (None, the problem), from its
+    first KB, its columns and its first `max_units` units: one unusable file is skipped with a
+    reason instead of stopping the others (docs/stages/extract.md#unusable-files)."""
+    problem = _empty_or_binary(path) or _column_problem(path, fmt, fields)
+    if problem is not None or fmt != "auto":
+        return (None if problem else fmt), problem
+    return _sniff(path, fields, max_units)
+
+
 def sniff_format(path: str, fields: dict | None = None, max_units: int = 50) -> str:
+    """Format of a file from its first parseable units; ValueError says why there is none."""
+    fmt, problem = probe_file(path, "auto", fields, max_units)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem.reason}: {problem.detail}")
+    return fmt
+
+
+def _empty_or_binary(path: str, head_bytes: int = 1024) -> FileProblem | None:
+    size = os.path.getsize(path)
+    if size == 0:
+        return FileProblem("empty_file", "the file is empty (0 bytes); remove it or export it again")
+    if path.endswith(".parquet"):
+        return None  # binary by design; its reader says when it is not Parquet
+    with open(path, "rb") as f:
+        head = f.read(head_bytes)
+    if size <= head_bytes and not head.removeprefix(BOM).strip():
+        return FileProblem("empty_file", f"the file holds only whitespace ({size} bytes)")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        return FileProblem("binary_file", f"a NUL byte at offset {nul} of the first KB: "
+                           "a binary file, not UTF-8 text; remove it from the input")
+    # A stray bad byte only costs its line (rejected as invalid_utf8); many mean a binary file
+    # or another encoding (GBK, Latin-1), whose every line would be rejected.
+    bad = head.decode("utf-8", "replace").count("\ufffd")
+    if bad * 32 > len(head):
+        return FileProblem("binary_file", f"{bad} of the first {len(head)} bytes are not UTF-8: a binary file or "
+                           "another encoding; convert it to UTF-8 or remove it from the input")
+    return None
+
+
+def _column_problem(path: str, fmt: str, fields: dict | None) -> FileProblem | None:
+    """A CSV or Parquet file whose columns hold no format (no role or text column)."""
+    if fmt not in ("auto", "events") or not path.endswith((".csv", ".parquet")):
+        return None
+    try:
+        cols = _columns(path)
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        return FileProblem("unreadable_file", f"not a Parquet file ({e}); export it again or remove it")
+    if fmt == "auto" and detect_format(dict.fromkeys(cols), fields) is not None:
+        return None
+    found = resolve_event_fields(cols, fields)
+    missing = [k for k in ("role", "text") if not found[k]]
+    return FileProblem("missing_columns", _columns_detail(path, cols, missing, fields)) if missing else None
+
+
+def _columns(path: str) -> list[str]:
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        return pq.read_schema(path).names
+    with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def _columns_detail(path: str, cols: list[str], missing: list[str], fields: dict | None) -> str:
+    def need(k: str) -> str:
+        if fields and fields.get(k):
+            return f"{k} (fields.{k} names {fields[k]!r}, which it does not have)"
+        return f"{k} (a column named one of {', '.join(EVENT_ALIASES[k])})"
+
+    shown = ", ".join(repr(c) for c in cols[:12]) + (f" and {len(cols) - 12} more" if len(cols) > 12 else "")
+    header = "; if its first row is data, add a header row" if path.endswith(".csv") else ""
+    return (f"has columns {shown}; an event log needs {' and '.join(need(k) for k in missing)}: name them "
+            f"with the input's `fields:` setting, e.g. fields: {{role: <column>, text: <column>}}{header}")
+
+
+def _sniff(path: str, fields: dict | None, max_units: int) -> tuple[str | None, FileProblem | None]:
     """Format of a file from its first parseable units."""
-    for i, item in enumerate(iter_items(path)):
-        if item.error is None:
-            fmt = detect_format(item.obj, fields)
-            if fmt:
-                return fmt
-        if i >= max_units:
+    seen, unread = 0, Counter()
+    for item in iter_items(path):
+        seen += 1
+        if item.error is not None:
+            unread[item.error] += 1
+        elif fmt := detect_format(item.obj, fields):
+            return fmt, None
+        if seen >= max_units:
             break
-    raise ValueError(f"{path}: cannot detect the input format from its first {max_units} records; "
-                     f"set format to one of {FORMATS}")
+    if not seen:
+        return None, FileProblem("empty_file", "no records in it (only a header, or an empty JSON array)")
+    why = (f"; {sum(unread.values())} of them could not be read ({', '.join(sorted(unread))})" if unread else "")
+    return None, FileProblem("unknown_format", f"cannot detect the input format from its first {seen} records{why}; "
+                             f"tried {', '.join(FORMAT_SHAPES)}; set the input's `format:` to one of "
+                             f"{'|'.join(FORMATS)}, or name event columns with `fields:`")
 
 
 def resolve_event_fields(columns, fields: dict | None = None) -> dict:

@@ -13,6 +13,8 @@ run in worker processes, resume independently and always produce the same part n
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import os
 from collections import Counter
 from typing import Any, Iterator
@@ -52,6 +54,13 @@ class StageContext:
             self._writer = shards.RollingWriter(os.path.join(folder, "rejected"), f"part-{task}",
                                                 REJECTED_SCHEMA, rows_per_part, mode=REJECTED_MODE)
         self.listeners: list = []  # callables(row) used by `turnforge validate`
+        self.skipped_files: list[dict] = []  # whole input files that could not be read
+
+    def skip_file(self, path: str, reason: str, detail: str) -> None:
+        """A whole input file is left out (empty, binary, no usable columns): it has no units
+        to count, so its path, size and reason go to the task's marker and then the manifest."""
+        self.skipped_files.append({"path": path, "reason": reason, "detail": detail,
+                                   "bytes": os.path.getsize(path)})
 
     def take(self, n: int = 1) -> None:
         self.n_in += n
@@ -91,7 +100,8 @@ class StageContext:
                 "archived": dict(sorted(self.archived.items())),
                 "repairs": dict(sorted(self.repairs.items())), "stats": dict(sorted(self.stats.items())),
                 "records_out": self.records_out,
-                "rejected_rows": self.rejected_rows}
+                "rejected_rows": self.rejected_rows,
+                **({"skipped_files": self.skipped_files} if self.skipped_files else {})}
 
 
 def merge_counts(parts: list[dict]) -> dict:
@@ -110,6 +120,16 @@ def merge_counts(parts: list[dict]) -> dict:
     tot["repairs"] = dict(sorted(rep.items()))
     tot["stats"] = dict(sorted(st.items()))
     return tot
+
+
+def skipped_files(folder: str) -> list[dict]:
+    """The input files the tasks of a stage folder skipped, read back from their completion
+    markers (`.work/<task>.json`), so a resumed run reports the same ones; sorted by path."""
+    out = []
+    for marker in sorted(glob.glob(os.path.join(folder, ".work", "*.json"))):
+        with open(marker, encoding="utf-8") as f:
+            out += json.load(f).get("counts", {}).get("skipped_files", [])
+    return sorted(out, key=lambda s: s["path"])
 
 
 @dataclasses.dataclass

@@ -7,7 +7,9 @@ Per conversation, in this order (each rule is counted in the manifest under `rep
     only flagged (`flag`) or rejected (`reject`); a transcript pasted into one message
     (a later line starting "Human:" / "用户：") is flagged, or rejected by config;
  3. empty messages dropped (kept in rejected/ when they were input units of their own);
- 4. consecutive messages of one role merged with a newline (not tool results);
+ 4. consecutive messages of one role merged with a newline (not tool results); a message
+    without text between two messages of the other party splits the conversation first, so
+    a missing reply never merges two turns (_split_at_missing);
  5. structure: system messages only at the start; leading assistant messages and a trailing
     unanswered user message dropped; then user/assistant must alternate (tool results only
     after an assistant message);
@@ -21,15 +23,19 @@ Event logs are first grouped into sessions per session id (or user id), split wh
 was inactive for more than `session_gap_s`. User ids are replaced by a salted HMAC.
 
 Accounting unit: one input unit = one line / array element / row. A conversation file record is
-one unit; an event row is one unit, so a session is as many units as it had events.
+one unit; an event row is one unit, so a session is as many units as it had events. A file
+that cannot be read at all (empty, binary, no usable columns, no format) has no units: it is
+skipped with its reason and size in the manifest (docs/stages/extract.md#unusable-files).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import os
-from collections import OrderedDict
+import sys
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -38,11 +44,11 @@ import pyarrow as pa
 
 from .. import shards
 from ..config import ConfigError, unknown_keys
-from ..io.readers import (FORMATS, Item, expand_paths, iter_items, parse_timestamp,
-                          resolve_event_fields, sniff_format)
+from ..io.readers import (FORMATS, Item, expand_paths, iter_items, parse_timestamp, probe_file,
+                          resolve_event_fields)
 from ..schema import SCHEMA, content_id, empty_meta
 from ..text import clean_markup, detect_lang
-from .base import Stage, StageContext, Task
+from .base import Stage, StageContext, Task, skipped_files
 
 DEFAULT_ROLE_MAP = {
     "user": "user", "human": "user", "customer": "user", "client": "user", "prompter": "user",
@@ -129,17 +135,28 @@ class _Conv:
     user_id: str | None = None
     extra: dict | None = None
     system: str | None = None
+    text: str | None = None  # the record's own input text (a JSONL line, an array element)
 
     def units(self) -> int:
         return self.base_units + sum(m.units for m in self.msgs)
 
     def raw(self) -> str:
+        """What rejected/ archives: the input text as it was; a session (many events) has
+        none of its own, so its messages are written as JSON."""
+        if self.text is not None:
+            return self.text
         return json.dumps({"id": self.own_id, "session_id": self.session_id,
                            "messages": [{"role": m.role, "content": m.content} for m in self.msgs]},
                           ensure_ascii=False, default=str)
 
 
 # ------------------------------------------------------------------ records -> conversations
+
+def _raw_of(item: Item) -> str:
+    """The unit as the input said it where the reader kept its text; else its parsed value as
+    JSON (CSV and Parquet rows)."""
+    return item.raw if item.raw is not None else json.dumps(item.obj, ensure_ascii=False, default=str)
+
 
 def _text_parts(content: Any) -> Any:
     """OpenAI content may be a list of parts; keep the text ones."""
@@ -152,7 +169,7 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
     obj, where = item.obj, dict(source_file=item.file, line=item.line)
     if not isinstance(obj, dict):
         ctx.reject("bad_type", detail=f"record: expected an object, got {type(obj).__name__}",
-                   raw=json.dumps(obj, ensure_ascii=False, default=str), **where)
+                   raw=_raw_of(item), **where)
         return None
     own_id = obj.get("id")
     own_id = None if own_id is None else str(own_id)
@@ -169,14 +186,14 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
         seq = obj.get(key)
         if not isinstance(seq, list):
             ctx.reject("bad_type", detail=f"{key}: expected a list, got {type(seq).__name__}",
-                       record_id=own_id, raw=obj, **where)
+                       record_id=own_id, raw=_raw_of(item), **where)
             return None
         if isinstance(obj.get("system"), str) and obj["system"].strip():
             msgs.append(_Msg("system", obj["system"], 0))
         for i, m in enumerate(seq):
             if not isinstance(m, dict):
                 ctx.reject("bad_type", detail=f"{key}[{i}]: expected an object, got {type(m).__name__}",
-                           record_id=own_id, raw=obj, **where)
+                           record_id=own_id, raw=_raw_of(item), **where)
                 return None
             msgs.append(_Msg(m.get(rk), _text_parts(m.get(ck)), 0))
     else:  # alpaca
@@ -184,7 +201,7 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
         hist = obj.get("history") or []
         if not isinstance(hist, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in hist):
             ctx.reject("bad_type", detail="history: expected a list of [question, answer] pairs",
-                       record_id=own_id, raw=obj, **where)
+                       record_id=own_id, raw=_raw_of(item), **where)
             return None
         if isinstance(obj.get("system"), str) and obj["system"].strip():
             msgs.append(_Msg("system", obj["system"], 0))
@@ -193,12 +210,12 @@ def _record_to_conv(item: Item, fmt: str, ctx: StageContext) -> _Conv | None:
         ins, inp = obj.get("instruction"), obj.get("input")
         if not isinstance(ins, str) or (inp is not None and not isinstance(inp, str)):
             ctx.reject("bad_type", detail="instruction/input: expected strings",
-                       record_id=own_id, raw=obj, **where)
+                       record_id=own_id, raw=_raw_of(item), **where)
             return None
         q = ins if not inp else f"{ins}\n{inp}"
         msgs += [_Msg("user", q, 0), _Msg("assistant", obj.get("output"), 0)]
     extra = {k: v for k, v in obj.items() if k not in known}
-    return _Conv(item.file, item.line, msgs, 1, own_id=own_id, extra=extra or None)
+    return _Conv(item.file, item.line, msgs, 1, own_id=own_id, extra=extra or None, text=item.raw)
 
 
 def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map: dict,
@@ -215,7 +232,7 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
     def emit(key: str) -> _Conv:
         s = open_.pop(key)
         evs = sorted(s["events"], key=lambda e: (e[0], e[1]))  # (ts, line): stable by time
-        msgs = [_Msg(role, text, 1, ts) for ts, _line, role, text in evs]
+        msgs = [_Msg(role, text, int(text is not None), ts) for ts, _line, role, text in evs]
         return _Conv(s["file"], s["line"], msgs, 0, session_id=s["sid"], user_id=s["uid"])
 
     for n, item in enumerate(items):
@@ -226,13 +243,13 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         row = item.obj
         if not isinstance(row, dict):
             ctx.reject("bad_type", detail=f"event: expected an object, got {type(row).__name__}",
-                       raw=json.dumps(row, ensure_ascii=False, default=str), **where)
+                       raw=_raw_of(item), **where)
             continue
         keys = frozenset(row)
         cols = col_cache.get(keys)
         if cols is None:
             cols = col_cache[keys] = resolve_event_fields(row.keys(), fields)
-        raw = json.dumps(row, ensure_ascii=False, default=str)
+        raw = _raw_of(item)
         text = row.get(cols["text"]) if cols["text"] else None
         role = row.get(cols["role"]) if cols["role"] else None
         sid = row.get(cols["session_id"]) if cols["session_id"] else None
@@ -244,20 +261,21 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         if str(role).strip().lower() not in role_map:  # one bad event, not its whole session
             ctx.reject("unknown_role", detail=f"role: unknown role {role!r}", raw=raw, **where)
             continue
-        if not isinstance(text, str):
-            got = "missing" if text is None else type(text).__name__
-            ctx.reject("bad_type", detail=f"text: expected a string, got {got}", raw=raw, **where)
-            continue
-        if not text.strip():
-            ctx.reject("empty_content", detail="text: empty", raw=raw, **where)
-            continue
+        # An event without text is rejected, yet stays in its session as a gap (text None, no
+        # unit), so the messages around it are not merged across it (see _split_at_missing).
+        no_text = _text_problem(text)
+        if no_text:
+            ctx.reject(no_text[0], detail=no_text[1], raw=raw, **where)
+            text = None
         if sid is None and uid is None:
-            ctx.reject("missing_session", detail="session_id/user_id: both missing", raw=raw, **where)
+            if not no_text:
+                ctx.reject("missing_session", detail="session_id/user_id: both missing", raw=raw, **where)
             continue
         try:
             ts = parse_timestamp(row.get(cols["timestamp"]) if cols["timestamp"] else None)
         except (ValueError, OverflowError, TypeError) as e:
-            ctx.reject("bad_timestamp", detail=f"timestamp: {e}", raw=raw, **where)
+            if not no_text:
+                ctx.reject("bad_timestamp", detail=f"timestamp: {e}", raw=raw, **where)
             continue
         if ts is None:  # no clock: order of the file stands in for time
             ts = float(item.line)
@@ -279,7 +297,8 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
             s["events"].sort(key=lambda e: (e[0], e[1]))
             cut = s["events"][:-cfg.max_session_events]
             s["events"] = s["events"][-cfg.max_session_events:]
-            ctx.reject("tail_trimmed", n_inputs=len(cut), detail=f"session {s['sid']}: {len(cut)} early events",
+            ctx.reject("tail_trimmed", n_inputs=sum(e[3] is not None for e in cut),
+                       detail=f"session {s['sid']}: {len(cut)} early events",
                        source_file=item.file, line=cut[0][1],
                        raw=json.dumps([{"role": r, "content": t} for _, _, r, t in cut], ensure_ascii=False))
         clock = max(clock, ts)
@@ -290,7 +309,42 @@ def _sessions(items: Iterator[Item], cfg: ExtractConfig, fields: dict, role_map:
         yield emit(k)
 
 
+def _text_problem(text: Any) -> tuple[str, str] | None:
+    """(reason, detail) of an event whose text is not a non-empty string."""
+    if not isinstance(text, str):
+        return "bad_type", f"text: expected a string, got {'missing' if text is None else type(text).__name__}"
+    return None if text.strip() else ("empty_content", "text: empty")
+
+
 # ------------------------------------------------------------------ normalisation
+
+def _split_at_missing(conv: _Conv, role_map: dict) -> list[_Conv]:
+    """Parts of a conversation, cut where a reply or question is missing: a message without
+    text (an empty one, or an event rejected for its text) between two messages of the other
+    party would otherwise let them merge into one turn that never happened. The record's own
+    unit is counted with the last part; part k > 0 gets `/k` after its id and session id."""
+    cuts, prev, gap = [], None, set()
+    for i, m in enumerate(conv.msgs):
+        role = role_map.get(str(m.role).strip().lower())
+        if m.content is None or (isinstance(m.content, str) and not m.content.strip()):
+            gap.add(role)
+            continue
+        if role == prev and role in ("user", "assistant") and gap & ({"user", "assistant"} - {role}):
+            cuts.append(i)
+        prev, gap = role, set()
+    if not cuts:
+        return [conv]
+    bounds = [0, *cuts, len(conv.msgs)]
+    return [_part(conv, conv.msgs[a:b], k, last=b == len(conv.msgs)) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+
+
+def _part(conv: _Conv, msgs: list, k: int, last: bool) -> _Conv:
+    def suffixed(x: str | None) -> str | None:
+        return x if k == 0 or x is None else f"{x}/{k}"
+
+    return dataclasses.replace(conv, msgs=msgs, base_units=conv.base_units if last else 0,
+                               own_id=suffixed(conv.own_id), session_id=suffixed(conv.session_id))
+
 
 def _archive(ctx: StageContext, conv: _Conv, msgs: list[_Msg], reason: str, detail: str) -> None:
     """Messages cut from a conversation that is otherwise kept go to rejected/ too."""
@@ -448,7 +502,17 @@ class Extract(Stage):
         return tasks
 
     def check_input(self, inp, cfg: ExtractConfig) -> None:
-        self.plan(inp, cfg)  # finds every input file; a missing path raises FileNotFoundError naming it
+        """Every input path exists (else FileNotFoundError naming it), and at least one file can
+        be read: a build of nothing is a mistake, said before the stage folder exists. Files
+        are probed in order until one is usable, so a good input costs one probe."""
+        problems = []
+        for task in self.plan(inp, cfg):
+            _, problem = _probe(task.payload, cfg)
+            if problem is None:
+                return
+            problems.append(f"{task.payload['file']}: {problem.reason}: {problem.detail}")
+        raise ConfigError("extract: every input file was skipped, so the stage would hold nothing; "
+                          "fix or remove them:\n  " + "\n  ".join(problems))
 
     def describe_input(self, inp, cfg):
         return [dict(s) for s in cfg.inputs] if cfg.inputs else inp
@@ -462,19 +526,19 @@ class Extract(Stage):
         return {"files": {p: shards.file_identity(p) for p in files}}
 
     def run_task(self, payload, cfg: ExtractConfig, ctx: StageContext) -> Iterator[pa.RecordBatch]:
-        spec = cfg.inputs[payload["input"]] if cfg.inputs else {}
+        spec, fields = _spec(payload, cfg)
         path = payload["file"]
+        fmt, problem = _probe(payload, cfg)
+        if problem is not None:  # the task still finishes (a marker, 0 units) so a resume matches
+            ctx.skip_file(path, problem.reason, problem.detail)
+            return
         source = spec.get("source", cfg.source)
         domain = spec.get("domain", cfg.domain)
-        fields = {**cfg.fields, **(spec.get("fields") or {})}
         role_map = {**DEFAULT_ROLE_MAP,
                     **{str(k).lower(): v for k, v in {**cfg.role_map, **(spec.get("role_map") or {})}.items()}}
         bad = {k: v for k, v in role_map.items() if v not in ("system", "user", "assistant", "tool")}
         if bad:
             raise ConfigError(f"role_map: targets must be system|user|assistant|tool, got {bad}")
-        fmt = spec.get("format", cfg.format)
-        if fmt == "auto":
-            fmt = sniff_format(path, fields)
         salt, _ = cfg.salt()
 
         def counted(items):
@@ -497,7 +561,7 @@ class Extract(Stage):
             convs = convs_of(items)
 
         buf: list[dict] = []
-        for conv in convs:
+        for conv in (part for whole in convs for part in _split_at_missing(whole, role_map)):
             r = normalise(conv, cfg, role_map, ctx)
             if r is None:
                 continue
@@ -521,9 +585,27 @@ class Extract(Stage):
     def finalize(self, folder: str, cfg: ExtractConfig, counts: dict) -> dict:
         renamed = ensure_unique_ids(folder)
         _, salted = cfg.salt()
+        skipped = skipped_files(folder)
+        for s in skipped:  # in the driver, once per run, so every worker's skips are said in order
+            print(f"turnforge: warning: extract skipped {s['path']} ({s['bytes']} bytes): {s['reason']}: "
+                  f"{s['detail']}", file=sys.stderr)
         return {"duplicate_ids_renamed": renamed,
+                "skipped_files": skipped,
+                "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
                 "user_salt": "configured" if salted else "DEFAULT (dev salt: user hashes are not private; "
                                                           "set TURNFORGE_USER_SALT)"}
+
+
+def _spec(payload: dict, cfg: ExtractConfig) -> tuple[dict, dict]:
+    """The `inputs:` entry a task's file came from, and its event column names."""
+    spec = cfg.inputs[payload["input"]] if cfg.inputs else {}
+    return spec, {**cfg.fields, **(spec.get("fields") or {})}
+
+
+def _probe(payload: dict, cfg: ExtractConfig):
+    """(format, None) for a task's file, or (None, why it is skipped)."""
+    spec, fields = _spec(payload, cfg)
+    return probe_file(payload["file"], spec.get("format", cfg.format), fields)
 
 
 def _with_lang(records: list[dict]) -> pa.RecordBatch:
