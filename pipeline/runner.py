@@ -77,7 +77,7 @@ def _run_all(engine, fn, name: str, params: dict, tasks: list, folder: str, bar,
             records[0] += int(result.get("in", result.get("rows", 0)) or 0)
             elapsed = bar.format_dict.get("elapsed") or 0
             if records[0] and elapsed:
-                bar.set_postfix_str(f"{records[0]:,} records, {records[0] / elapsed:,.0f} records/s", refresh=False)
+                bar.set_postfix_str(f"{records[0]:,} records, {records[0] / elapsed:,.0f} records/s")  # drawn now: a task is coarse
         bar.update(1)
 
     engine.map(_with_folder_mode, [(fn, name, params, t.name, t.payload, folder, *extra) for t in tasks], done)

@@ -80,6 +80,6 @@ def test_training_draws_steps_loss_and_tokens_per_second(tmp_path):
             "--set", "micro_batch_size=2", "--set", "max_steps=3", "--set", "warmup_steps=1"]
     rc, err = on_terminal(args)
     assert rc == 0, err
-    assert "train" in err and "3/3" in err and "loss " in err and "tokens/s" in err
+    assert "train: " in err and "3/3" in err and "loss " in err and "tokens/s" in err
     rc, err = on_terminal(args[:1] + ["--quiet"] + args[1:] + ["--set", f"out={tmp_path / 'run2'}"])
     assert rc == 0 and "tokens/s" not in err, err

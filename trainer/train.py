@@ -386,9 +386,8 @@ def train(cfg: TrainConfig, progress: bool = False) -> dict:
             steps_this_run += 1
             tokens_seen += int(global_tokens)
             last_loss = step_loss.item()
-            bar.update(1)
-            bar.set_postfix_str(f"loss {last_loss:.4f}, {tokens_seen / max(time.perf_counter() - t_start, 1e-9):,.0f} tokens/s",
-                                refresh=False)
+            bar.update(1)  # then drawn with the postfix: a step is coarse enough to redraw each time
+            bar.set_postfix_str(f"loss {last_loss:.4f}, {tokens_seen / max(time.perf_counter() - t_start, 1e-9):,.0f} tokens/s")
             if state["step"] % cfg.log_every == 0 or state["step"] == total:
                 el = time.perf_counter() - t_start
                 emit({"step": state["step"], "stage": sname, "loss": last_loss, "loss_mode": cfg.loss,
