@@ -108,8 +108,8 @@ def choose_bands(num_perm: int, threshold: float, margin: float = 0.05, recall: 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) uint64 bucket keys: the map step of LSH. Records sharing a key in any band
-    are candidates; group-by + union-find over these keys is the reduce, so a distributed
-    engine can run it as it is."""
+    are candidates; grouping these keys by hash partition is the reduce (pipeline/dedup/reduce.py),
+    so a distributed engine can run it as it is."""
     n = sig.shape[0]
     v = sig[:, :bands * rows].reshape(n, bands, rows).astype(np.uint64)
     with np.errstate(over="ignore"):
@@ -162,36 +162,6 @@ def candidate_pairs(keys: np.ndarray, max_bucket: int = 64) -> np.ndarray:
     candidates (see `bucket_pairs`)."""
     n, bands = keys.shape
     return unique_pairs(bucket_pairs(keys.reshape(-1), np.repeat(np.arange(n), bands), max_bucket))
-
-
-class UnionFind:
-    def __init__(self, n: int):
-        self.p = np.arange(n)
-
-    def find(self, x: int) -> int:
-        p = self.p
-        root = x
-        while p[root] != root:
-            root = p[root]
-        while p[x] != root:
-            p[x], x = root, p[x]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.p[max(ra, rb)] = min(ra, rb)
-
-
-def components(n: int, pairs: np.ndarray) -> list[list[int]]:
-    """Connected components (of size >= 2) of the graph on n nodes with these edges."""
-    uf = UnionFind(n)
-    for a, b in pairs.tolist():
-        uf.union(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in np.unique(pairs).tolist() if len(pairs) else []:
-        groups.setdefault(uf.find(i), []).append(i)
-    return list(groups.values())
 
 
 def datasketch_pairs(sig: np.ndarray, bands: int, rows: int, seed: int) -> np.ndarray:

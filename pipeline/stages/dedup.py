@@ -40,7 +40,7 @@ from ..config import ConfigError
 from ..dedup import reduce as R
 from ..dedup import semantic
 from ..dedup.keys import batch_keys, batch_scores
-from ..dedup.minhash import MinHasher, band_keys, choose_bands, datasketch_pairs, unique_pairs
+from ..dedup.minhash import MinHasher, band_keys, bucket_pairs, choose_bands, datasketch_pairs, unique_pairs
 from ..schema import SCHEMA, with_stage
 from ..text import joined_text
 from .base import Stage, StageContext, Task, decided_batches, decisions_path, part_tasks
@@ -70,7 +70,7 @@ class DedupConfig:
     bands: int = 0
     rows: int = 0
     lsh_margin: float = 0.02
-    lsh: str = "bands"  # bands (map + group-by + union-find) | datasketch (in-memory MinHashLSH)
+    lsh: str = "bands"  # bands (hash-partition tasks + component forests) | datasketch (in-memory MinHashLSH)
     # LSH band keys are hash-partitioned; each partition is one reduce task (candidates,
     # verification, components), so the reduce spreads over the engine's workers. 0: one
     # partition per 4M band keys (at most 4096). Decisions do not depend on it.
@@ -202,22 +202,20 @@ class Dedup(Stage):
             summary = {"nodes": int(len(fr))}
         else:  # one hash partition of the band keys: candidates, verified, their components
             a, b = payload["buckets"]
-            meta = np.load(os.path.join(red, "offsets.npy"))
+            offsets = np.load(os.path.join(red, "offsets.npy"))  # first global row of each map task
             dirs = [_map_dir(folder, int(i)) for i in np.load(os.path.join(red, "parts.npy"))]
             alive = np.load(os.path.join(red, "alive.npy"), mmap_mode="r")
             keys, rows = [], []
-            for d, lo in zip(dirs, meta[:-1]):
+            for d, lo in zip(dirs, offsets[:-1]):
                 off = np.load(os.path.join(d, "lsh_off.npy"))
                 keys.append(np.load(os.path.join(d, "lsh_keys.npy"), mmap_mode="r")[off[a]:off[b]])
                 rows.append(np.load(os.path.join(d, "lsh_rows.npy"), mmap_mode="r")[off[a]:off[b]] + lo)
             keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
             rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
             live = alive[rows]
-            from ..dedup.minhash import bucket_pairs
-
             pairs = unique_pairs(bucket_pairs(keys[live], rows[live]))
             del keys, rows
-            est = _verify(pairs, None, RowStore(dirs, "sig", meta))
+            est = _verify(pairs, None, RowStore(dirs, "sig", offsets))
             good = pairs[est >= cfg.threshold]
             shards.atomic_write_bytes(os.path.join(red, f"pairs-{payload['name']}.npy"), _npy(good))
             fr = R.forest(good)
