@@ -219,7 +219,8 @@ def _read_raw(path: str, params: dict, rejected: list) -> Iterator[Conv]:
                 yield _conv_of_record(r)
         for s in ctx.skipped_files:
             rejected.append({"stage": "extract", "reason": s["reason"], "detail": s["detail"],
-                             "source_file": s["path"], "line": None, "n_inputs": 0, "raw": None})
+                             "source_file": s["path"], "line": None, "n_inputs": 0, "raw": None,
+                             "skipped_file": True})
 
 
 # ------------------------------------------------------------------------------ prompts
@@ -440,7 +441,10 @@ def run_label(inp: str, out: str, sets: dict, client=None) -> dict:
         "labelled": got[0] + got[1], "switch": got[1], "continue": got[0],
         "unlabelled": sum(unlabelled.values()), "unlabelled_by_reason": dict(sorted(unlabelled.items())),
         "unparseable_replies": lab.counts["unparseable_replies"], "stopped": lab.stopped,
-        "rejected_input": dict(Counter(r["reason"] for r in rejected)),
+        # units extract could not read (whole files included), and parts it set aside from
+        # conversations it kept (a trailing unanswered message, ...): both are in the rejected file
+        "rejected_input": dict(Counter(r["reason"] for r in rejected if r["n_inputs"] or r.get("skipped_file"))),
+        "set_aside": dict(Counter(r["reason"] for r in rejected if not (r["n_inputs"] or r.get("skipped_file")))),
         "agreement_with_gold": agreement(gold_y, pred_y) if gold_y else None,
         "requests": {"sent": st["requests"], "cache_hits": st["cache_hits"], "retries": st["retries"],
                      "tokens_in": st["tokens_in"], "tokens_out": st["tokens_out"],
@@ -460,8 +464,9 @@ def print_summary(s: dict, out) -> None:
     print(f"requests {r['sent']} (cache hits {r['cache_hits']}, retries {r['retries']}), tokens {r['tokens_in']}+"
           f"{r['tokens_out']}, cost ${r['cost_usd']}; replies that were not a verdict {s['unparseable_replies']}",
           file=out)
-    if s["rejected_input"]:
-        print(f"input units not read: {s['rejected_input']} (listed in {out_paths(s['output'])[0]})", file=out)
+    if s["rejected_input"] or s["set_aside"]:
+        print(f"input units not read: {s['rejected_input']}; parts of kept conversations set aside by extract: "
+              f"{s['set_aside']} (both listed in {out_paths(s['output'])[0]})", file=out)
     if s["stopped"]:
         print(f"stopped asking: {s['stopped']}", file=out)
     a = s["agreement_with_gold"]

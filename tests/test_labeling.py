@@ -151,6 +151,32 @@ def test_labels_match_the_rubric_and_gold(tmp_path, gold_file, capsys):
     assert s["agreement_with_gold"]["accuracy"] == 1.0 and s["agreement_with_gold"]["f1"] == 1.0
     assert f"agreement with gold on {N} messages: accuracy 1.0000" in capsys.readouterr().out
     assert "api_key" not in s["settings"]
+    # the conversation's language picks the rubric
+    zh = [r["body"]["messages"][0]["content"] for r in api.requests if "明天" in r["body"]["messages"][1]["content"]]
+    en = [r["body"]["messages"][0]["content"] for r in api.requests if "Boston" in r["body"]["messages"][1]["content"]]
+    assert zh and en and all("话题连续性" in x for x in zh) and all("topic continuity" in x for x in en)
+
+
+def test_both_speakers_and_tiage_gold(tmp_path):
+    """TIAGE-format gold (speakers alternate, both people): `roles=all` asks about every message
+    after the first, and the agreement counts what the simulated judge got wrong."""
+    tiage = {"1": [["How long does this phone's battery last?", "-1"], ["About a day, my phone is old.", "0"],
+                   ["What's the weather like where you live?", "1"], ["Rainy all week.", "0"],
+                   ["I love rain, it smells nice.", "0"]],
+             "2": [["I cooked braised pork today.", "-1"], ["Did you use soy sauce?", "0"],
+                   ["Yes. Do you have a visa for Japan?", "1"], ["Not yet, my flight is in May.", "1"]]}
+    path = tmp_path / "anno_dev.json"
+    path.write_text(json.dumps(tiage), encoding="utf-8")
+    with FakeAPI(reply=TopicJudge()) as api:
+        s = L.run_label(f"tiage:{path}", str(tmp_path / "o.jsonl"), {**parse_set(sets(api, tmp_path)[1::2]),
+                                                                     "roles": "all"})
+    assert s["asked"] == 7 and s["labelled"] == 7
+    # the judge calls "Not yet, my flight is in May." a continuation of the visa topic: one miss
+    a = s["agreement_with_gold"]
+    assert (a["messages"], a["tp"], a["fn"], a["fp"]) == (7, 2, 1, 0)
+    got = rows(str(tmp_path / "o.jsonl"))
+    assert [m["role"] for m in got[0]["messages"]] == ["user", "assistant"] * 2 + ["user"]
+    assert [m["gold_topic_shift"] for m in got[1]["messages"]] == [None, 0, 1, 1]
 
 
 def test_agreement_counts_disagreements(tmp_path):
@@ -293,6 +319,7 @@ def test_raw_chat_formats_and_rejected_units(tmp_path):
         assert [m["topic_shift"] for m in r["messages"]] == want
     rej = rows(str(tmp_path / "o.rejected.jsonl"))
     assert [(os.path.basename(x["source_file"]), x["line"], x["reason"]) for x in rej] == [("b.jsonl", 3, "malformed_json")]
+    assert json.load(open(str(tmp_path / "o.summary.json")))["rejected_input"] == {"malformed_json": 1}
 
 
 def test_shard_folder_input(tmp_path, extract):
