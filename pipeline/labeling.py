@@ -347,6 +347,8 @@ class Labeller:
                     v = parse_verdict(r.text)
                     if v is None:
                         self.counts["unparseable_replies"] += 1
+                        # cut off by max_tokens: a model that reasons before answering needs more
+                        self.counts["truncated_replies"] += r.finish_reason == "length"
                         out[i] = "unparseable"
                         again.append(i)
                     else:
@@ -434,13 +436,14 @@ def run_label(inp: str, out: str, sets: dict, client=None) -> dict:
     os.replace(tmp, out)
     with open(rej_path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rejected)
-    unlabelled = {k: v for k, v in lab.counts.items() if k != "unparseable_replies"}
+    unlabelled = {k: v for k, v in lab.counts.items() if k not in ("unparseable_replies", "truncated_replies")}
     st = client.stats
     summary = {
         "input": inp, "output": out, "conversations": n_conv, "messages": n_msgs, "asked": n_asked,
         "labelled": got[0] + got[1], "switch": got[1], "continue": got[0],
         "unlabelled": sum(unlabelled.values()), "unlabelled_by_reason": dict(sorted(unlabelled.items())),
-        "unparseable_replies": lab.counts["unparseable_replies"], "stopped": lab.stopped,
+        "unparseable_replies": lab.counts["unparseable_replies"],
+        "truncated_replies": lab.counts["truncated_replies"], "stopped": lab.stopped,
         # units extract could not read (whole files included), and parts it set aside from
         # conversations it kept (a trailing unanswered message, ...): both are in the rejected file
         "rejected_input": dict(Counter(r["reason"] for r in rejected if r["n_inputs"] or r.get("skipped_file"))),
@@ -464,6 +467,9 @@ def print_summary(s: dict, out) -> None:
     print(f"requests {r['sent']} (cache hits {r['cache_hits']}, retries {r['retries']}), tokens {r['tokens_in']}+"
           f"{r['tokens_out']}, cost ${r['cost_usd']}; replies that were not a verdict {s['unparseable_replies']}",
           file=out)
+    if s["truncated_replies"]:
+        print(f"{s['truncated_replies']} unreadable replies were cut off at max_tokens="
+              f"{s['settings']['max_tokens']}: raise it for a model that reasons before answering", file=out)
     if s["rejected_input"] or s["set_aside"]:
         print(f"input units not read: {s['rejected_input']}; parts of kept conversations set aside by extract: "
               f"{s['set_aside']} (both listed in {out_paths(s['output'])[0]})", file=out)

@@ -261,6 +261,19 @@ def test_unreadable_answers_are_counted_and_left_unlabelled(tmp_path, gold_file)
     assert json.load(open(str(tmp_path / "o.summary.json")))["unlabelled_by_reason"] == {"unparseable": cold}
 
 
+def test_replies_cut_off_at_max_tokens_are_reported(tmp_path, gold_file, capsys):
+    """A model that reasons before answering runs out of max_tokens: its replies are unreadable,
+    left unlabelled, and the summary says to raise max_tokens."""
+    out = str(tmp_path / "o.jsonl")
+    with FakeAPI(reply=lambda m: "<think>The user first asked about", finish_reason="length") as api:
+        assert main(["discriminator", "label", "--in", f"jsonl:{gold_file}", "--out", out,
+                     *sets(api, tmp_path, "parse_retries=0", "limit=2")]) == 1
+    s = json.load(open(str(tmp_path / "o.summary.json")))
+    assert s["conversations"] == 2 and s["labelled"] == 0 and s["truncated_replies"] == s["asked"] > 0
+    assert "cut off at max_tokens=128" in capsys.readouterr().out
+    assert len(rows(out)) == 2
+
+
 def test_unreachable_endpoint_stops_asking(tmp_path, gold_file, capsys):
     import socket
 
@@ -337,7 +350,7 @@ def test_shard_folder_input(tmp_path, extract):
         m["topic_shift"] == 1 for x in d for m in x["messages"])
 
 
-def test_round_trip_train_reads_the_labels(tmp_path):
+def test_round_trip_train_reads_the_labels(tmp_path, capsys):
     """The labelled file is training data as it is: the reader sees the judge's labels, and
     `discriminator train` fits a model on them (real use-m3 embeddings)."""
     from discriminators.topic_continuity import data as D
@@ -357,3 +370,8 @@ def test_round_trip_train_reads_the_labels(tmp_path):
     assert os.path.exists(os.path.join(model, "weights.npz"))
     info = json.load(open(os.path.join(model, "model.json")))
     assert info["info"]["data"] == ["labelled.jsonl"]
+    # and eval scores a model against the judge's labels (the format is guessed from the name)
+    capsys.readouterr()
+    assert main(["discriminator", "eval", "--model", model, "--data", out, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["format"] == "jsonl" and res["labelled_messages"] == N and abs(res["switch_rate"] - 40 / N) < 1e-9
