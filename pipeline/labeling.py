@@ -357,7 +357,8 @@ class Labeller:
         # an endpoint that answers nothing at all (down, wrong URL, every request 5xx): stop
         # rather than wait out every retry of every message; the rest is written unlabelled
         if failed and not answered:
-            self.stopped = f"no answer in a whole round of {len(prompts)} requests (last: {next(v for v in out if isinstance(v, str) and v.startswith('failed:'))})"
+            last = [v for v in out if isinstance(v, str) and v.startswith("failed:")][-1]
+            self.stopped = f"no answer in a whole round of {len(prompts)} requests (last: {last})"
         return out
 
 
@@ -378,7 +379,7 @@ def agreement(gold: list[int], pred: list[int]) -> dict:
 
 
 def out_paths(out: str) -> tuple[str, str]:
-    base = out[:-len(".jsonl")] if out.endswith(".jsonl") else out
+    base = out.removesuffix(".jsonl")
     return base + ".rejected.jsonl", base + ".summary.json"
 
 
