@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Iterator
 
 import numpy as np
@@ -152,9 +152,9 @@ class Conv:
     extra: dict | None = None  # source, domain, lang: copied to the output record
 
 
-def read_input(path: str, extract_params: dict, rejected: list) -> Iterator[Conv]:
+def read_input(path: str, extract_params: dict, rejected) -> Iterator[Conv]:
     """Conversations of `path` (see the module docstring); units that cannot be read are
-    appended to `rejected` as rows with reason, file and line."""
+    given to `rejected.append` as rows with reason, file and line."""
     fmt, _, rest = path.partition(":")
     if rest and fmt in GOLD_FORMATS:
         yield from _read_gold(fmt, rest)
@@ -203,7 +203,7 @@ def _conv_of_record(r: dict) -> Conv:
                 [m["content"] for m in msgs if m["role"] == "system"] or None, extra)
 
 
-def _read_raw(path: str, params: dict, rejected: list) -> Iterator[Conv]:
+def _read_raw(path: str, params: dict, rejected) -> Iterator[Conv]:
     from .io.readers import expand_paths
     from .validate import extract_in_memory
 
@@ -383,73 +383,118 @@ def out_paths(out: str) -> tuple[str, str]:
     return base + ".rejected.jsonl", base + ".summary.json"
 
 
-def run_label(inp: str, out: str, sets: dict, client=None) -> dict:
-    """Label `inp` into `out` (JSONL), `<out>.rejected.jsonl` and `<out>.summary.json`; return the summary."""
-    cfg, extract_params = make_config(sets)
-    client = client or make_client(cfg)
-    lab = Labeller(client, cfg)
-    rejected: list = []
-    rej_path, sum_path = out_paths(out)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    n_conv = n_msgs = n_asked = 0
-    got: Counter = Counter()
-    gold_y, pred_y = [], []
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as g:
+class _RejectedFile:
+    """Rows of what extract did not pass on, written as they come (memory stays flat) and counted:
+    `unread` input units and whole files, `set_aside` parts of conversations it kept."""
+
+    def __init__(self, path: str):
+        self.path, self.unread, self.set_aside = path, Counter(), Counter()
+
+    def __enter__(self):
+        self.f = open(self.path + ".tmp", "w", encoding="utf-8")
+        return self
+
+    def __exit__(self, kind, *exc):
+        self.f.close()
+        if kind is None:
+            os.replace(self.path + ".tmp", self.path)
+        else:  # a run that failed publishes nothing
+            os.remove(self.path + ".tmp")
+
+    def append(self, row: dict) -> None:
+        (self.unread if row["n_inputs"] or row.get("skipped_file") else self.set_aside)[row["reason"]] += 1
+        self.f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+@dataclass
+class _Tally:
+    conversations: int = 0
+    messages: int = 0
+    asked: int = 0
+    got: Counter = field(default_factory=Counter)  # labels given: 0 / 1
+    gold: list = field(default_factory=list)  # gold and model label of every message that has both
+    pred: list = field(default_factory=list)
+
+
+def _labelled_record(c: Conv, answers: dict, t: _Tally) -> dict:
+    """The output record of one conversation; `answers`: message index -> 0 / 1 / why unlabelled."""
+    msgs = []
+    for k, m in enumerate(c.messages):
+        a = answers.get(k)
+        row = {"role": m["role"], "content": m["content"], "topic_shift": a if isinstance(a, int) else None}
+        if isinstance(a, str):
+            row["topic_label_error"] = a
+        elif isinstance(a, int):
+            t.got[a] += 1
+            if c.gold is not None and c.gold[k] is not None:
+                t.gold.append(c.gold[k])
+                t.pred.append(a)
+        if c.gold is not None:
+            row["gold_topic_shift"] = c.gold[k]
+        msgs.append(row)
+    rec = {"id": c.id, **(c.extra or {}), "messages": msgs}
+    if c.system:
+        rec["system"] = c.system
+    return rec
+
+
+def _write(inp: str, path: str, cfg: LabelConfig, extract_params: dict, lab: Labeller, rejected: _RejectedFile,
+           t: _Tally) -> None:
+    """Label `inp` into `path`, `cfg.batch` conversations per round of requests."""
+    with rejected, open(path, "w", encoding="utf-8") as g:
         def flush(chunk: list[Conv]) -> None:
-            jobs = [(c, k) for c in chunk for k in candidates(c, cfg.roles)]
-            langs = {id(c): conv_lang(c, cfg.lang) for c in chunk}
-            answers = lab.ask([build_prompt(c, k, cfg, langs[id(c)]) for c, k in jobs]) if jobs else []
-            by = {(id(c), k): a for (c, k), a in zip(jobs, answers)}
-            for c in chunk:
-                msgs = []
-                for k, m in enumerate(c.messages):
-                    a = by.get((id(c), k))
-                    row = {"role": m["role"], "content": m["content"], "topic_shift": a if isinstance(a, int) else None}
-                    if isinstance(a, str):
-                        row["topic_label_error"] = a
-                    if isinstance(a, int):
-                        got[a] += 1
-                        if c.gold is not None and c.gold[k] is not None:
-                            gold_y.append(c.gold[k])
-                            pred_y.append(a)
-                    if c.gold is not None:
-                        row["gold_topic_shift"] = c.gold[k]
-                    msgs.append(row)
-                rec = {"id": c.id, **(c.extra or {}), "messages": msgs}
-                if c.system:
-                    rec["system"] = c.system
-                g.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            jobs = [(n, k) for n, c in enumerate(chunk) for k in candidates(c, cfg.roles)]
+            langs = [conv_lang(c, cfg.lang) for c in chunk]
+            answers = lab.ask([build_prompt(chunk[n], k, cfg, langs[n]) for n, k in jobs]) if jobs else []
+            per: list[dict] = [{} for _ in chunk]
+            for (n, k), a in zip(jobs, answers):
+                per[n][k] = a
+            for c, a in zip(chunk, per):
+                g.write(json.dumps(_labelled_record(c, a, t), ensure_ascii=False) + "\n")
 
         chunk: list[Conv] = []
         for conv in read_input(inp, extract_params, rejected):
-            if cfg.limit and n_conv >= int(cfg.limit):
+            if cfg.limit and t.conversations >= int(cfg.limit):
                 break
-            n_conv += 1
-            n_msgs += len(conv.messages)
-            n_asked += len(candidates(conv, cfg.roles))
+            t.conversations += 1
+            t.messages += len(conv.messages)
+            t.asked += len(candidates(conv, cfg.roles))
             chunk.append(conv)
             if len(chunk) >= int(cfg.batch):
                 flush(chunk)
                 chunk = []
         if chunk:
             flush(chunk)
+
+
+def run_label(inp: str, out: str, sets: dict, client=None) -> dict:
+    """Label `inp` into `out` (JSONL), `<out>.rejected.jsonl` and `<out>.summary.json`; return the summary."""
+    cfg, extract_params = make_config(sets)
+    client = client or make_client(cfg)
+    lab = Labeller(client, cfg)
+    rej_path, sum_path = out_paths(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    rejected, t = _RejectedFile(rej_path), _Tally()
+    tmp = out + ".tmp"
+    try:
+        _write(inp, tmp, cfg, extract_params, lab, rejected, t)
+    except BaseException:  # a run that failed publishes nothing
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     os.replace(tmp, out)
-    with open(rej_path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rejected)
     unlabelled = {k: v for k, v in lab.counts.items() if k not in ("unparseable_replies", "truncated_replies")}
     st = client.stats
     summary = {
-        "input": inp, "output": out, "conversations": n_conv, "messages": n_msgs, "asked": n_asked,
-        "labelled": got[0] + got[1], "switch": got[1], "continue": got[0],
+        "input": inp, "output": out, "conversations": t.conversations, "messages": t.messages, "asked": t.asked,
+        "labelled": t.got[0] + t.got[1], "switch": t.got[1], "continue": t.got[0],
         "unlabelled": sum(unlabelled.values()), "unlabelled_by_reason": dict(sorted(unlabelled.items())),
         "unparseable_replies": lab.counts["unparseable_replies"],
         "truncated_replies": lab.counts["truncated_replies"], "stopped": lab.stopped,
         # units extract could not read (whole files included), and parts it set aside from
         # conversations it kept (a trailing unanswered message, ...): both are in the rejected file
-        "rejected_input": dict(Counter(r["reason"] for r in rejected if r["n_inputs"] or r.get("skipped_file"))),
-        "set_aside": dict(Counter(r["reason"] for r in rejected if not (r["n_inputs"] or r.get("skipped_file")))),
-        "agreement_with_gold": agreement(gold_y, pred_y) if gold_y else None,
+        "rejected_input": dict(rejected.unread), "set_aside": dict(rejected.set_aside),
+        "agreement_with_gold": agreement(t.gold, t.pred) if t.gold else None,
         "requests": {"sent": st["requests"], "cache_hits": st["cache_hits"], "retries": st["retries"],
                      "tokens_in": st["tokens_in"], "tokens_out": st["tokens_out"],
                      "cost_usd": round(client.cost(), 6) if hasattr(client, "cost") else 0.0},

@@ -306,6 +306,7 @@ def test_bad_use_exits_2(tmp_path, gold_file, capsys):
     assert main(["discriminator", "label", "--in", f"jsonl:{bad}", "--out", out, "--set", "base_url=http://x/v1",
                  "--set", "model=m"]) == 2
     assert "bad.jsonl:1: messages[0].topic_shift must be null, 0 or 1" in capsys.readouterr().err
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("o.")]  # a failed run publishes nothing
 
 
 def test_raw_chat_formats_and_rejected_units(tmp_path):
@@ -319,20 +320,27 @@ def test_raw_chat_formats_and_rejected_units(tmp_path):
     with open(tmp_path / "in" / "a.json", "w", encoding="utf-8") as f:
         json.dump(share, f, ensure_ascii=False)
     write_jsonl(tmp_path / "in" / "b.jsonl", [{"messages": [{"role": m["role"], "content": m["content"]}
-                                                            for m in x["messages"]]} for x in d[3:5]] + ['{"messages": ['])
+                                                            for m in x["messages"]]} for x in d[3:5]] +
+                ['{"messages": [', {"messages": [{"role": "user", "content": "What's the weather in Boston tomorrow?"},
+                                                  {"role": "assistant", "content": "Sunny."},
+                                                  {"role": "user", "content": "And my phone's battery?"}]}])
     out = str(tmp_path / "o.jsonl")
     with FakeAPI(reply=TopicJudge()) as api:
         assert main(["discriminator", "label", "--in", str(tmp_path / "in"), "--out", out, *sets(api, tmp_path)]) == 0
     got = rows(out)
-    assert len(got) == 5 and got[0]["system"] == ["You are helpful."]
+    assert len(got) == 6 and got[0]["system"] == ["You are helpful."]
     assert all(m["role"] != "system" for r in got for m in r["messages"]) and got[0]["lang"] == "zh"
     gold = {tuple(m["content"] for m in x["messages"]): [m["topic_shift"] for m in x["messages"]] for x in d}
+    # extract keeps the last chat without its unanswered question (set aside, in the rejected file)
+    gold[("What's the weather in Boston tomorrow?", "Sunny.")] = [None, None]
     for r in got:
         want = gold[tuple(m["content"] for m in r["messages"])]
         assert [m["topic_shift"] for m in r["messages"]] == want
     rej = rows(str(tmp_path / "o.rejected.jsonl"))
-    assert [(os.path.basename(x["source_file"]), x["line"], x["reason"]) for x in rej] == [("b.jsonl", 3, "malformed_json")]
-    assert json.load(open(str(tmp_path / "o.summary.json")))["rejected_input"] == {"malformed_json": 1}
+    assert [(os.path.basename(x["source_file"]), x["line"], x["reason"]) for x in rej] == [
+        ("b.jsonl", 3, "malformed_json"), ("b.jsonl", 4, "trailing_unanswered")]
+    s = json.load(open(str(tmp_path / "o.summary.json")))
+    assert s["rejected_input"] == {"malformed_json": 1} and s["set_aside"] == {"trailing_unanswered": 1}
 
 
 def test_shard_folder_input(tmp_path, extract):
