@@ -126,7 +126,7 @@ def write_card(folder: str, manifest: dict) -> str:
     return _write(folder, header, body)
 
 
-def _rel_data(final: str, sub: str) -> str:
+def _rel(sub: str) -> str:
     return f"{sub}/data/*.arrow"
 
 
@@ -137,16 +137,16 @@ def write_final_card(final: str, manifest: dict) -> str:
     folders = manifest.get("folders") or {}
     stages = [s for s in folders.get("stages", []) if shards.data_files(os.path.join(final, s))]
     val = [v for v in folders.get("validation", []) if shards.data_files(os.path.join(final, v))]
-    val_split = {"validation": [_rel_data(final, "validation/*")]} if val else {}
+    val_split = {"validation": [_rel("validation/*")]} if val else {}
     plain = [s for s in stages if "/" not in s]
     grid = [s for s in stages if "/" in s]  # DMT: stage-2/k=1_2 ... alternatives, not a sequence
     first = plain + grid[:1]
     configs = [{"name": "default", "default": True,
-                "splits": {**({"train": [_rel_data(final, s) for s in first]} if first else {}), **val_split}}]
+                "splits": {**({"train": [_rel(s) for s in first]} if first else {}), **val_split}}]
     if len(plain) > 1 and not grid:
-        configs += [{"name": s, "splits": {"train": [_rel_data(final, s)]}} for s in plain]
+        configs += [{"name": s, "splits": {"train": [_rel(s)]}} for s in plain]
     for g in grid:
-        configs.append({"name": g.split("/", 1)[1], "splits": {"train": [_rel_data(final, s) for s in plain + [g]],
+        configs.append({"name": g.split("/", 1)[1], "splits": {"train": [_rel(s) for s in plain + [g]],
                                                              **val_split}})
     header = _yaml_configs(configs, f"turnforge final {manifest.get('fingerprint', '')}") + [
         "tags:", "- turnforge", "- multi-turn", "- sft"]

@@ -68,7 +68,8 @@ def test_load_dataset_final_splits(build):
 
 
 def test_final_card_dmt_and_sequential(tmp_path):
-    """DMT: the default config is stage-1 then the first k; each k has its own config."""
+    """DMT: the default config is stage-1 then the first k; each k has its own config.
+    Sequential: train is every stage in order; each stage has its own config."""
     from datasets import load_dataset
     from test_mix import domain_folder
 
@@ -82,6 +83,12 @@ def test_final_card_dmt_and_sequential(tmp_path):
     ds = load_dataset(str(final), "k=1_4")
     assert ds["train"]["id"] == s1 + k4 and len(ds["validation"]) == 6
     assert load_dataset(str(final))["train"]["id"] == s1 + _ids(str(final / "stage-2" / "k=1"))
+    seq = tmp_path / "seq"
+    assert main(["mix", "--in", code, gen, "--strategy", "sequential", "--out", str(seq), "--set", "val_size=3",
+                 "--set", "specialist=code", "--quiet"]) == 0
+    st = [_ids(str(seq / "final" / f"stage-{k}")) for k in (1, 2)]
+    assert load_dataset(str(seq / "final"))["train"]["id"] == st[0] + st[1]  # the stages in training order
+    assert load_dataset(str(seq / "final"), "stage-2")["train"]["id"] == st[1]
 
 
 def test_card_lists_columns_counts_hash_and_no_raw_text(build, tmp_path):
@@ -189,7 +196,7 @@ def test_trl_assistant_only_loss_on_a_shard_folder(build, tmp_path):
     """TRL's SFTTrainer, assistant-only loss with packing, on a shard folder as load_dataset
     reads it: the shipped tokenizer's template carries {% generation %} markers, and the extra
     message keys and meta need no conversion."""
-    trl = pytest.importorskip("trl")
+    import trl  # in the dev extra
     import torch
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
