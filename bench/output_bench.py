@@ -80,6 +80,9 @@ def main() -> None:
         res[name]["x_extract"] = res[name]["s"] / extract_s
     res["parquet_mb"] = size(os.path.join(folder, "parquet")) / 2 ** 20
     rows = pq.ParquetDataset(os.path.join(folder, "parquet")).read().num_rows
+    res["row_groups"] = {k: pq.ParquetFile(os.path.join(a.work, k + ".parquet")).metadata.num_row_groups
+                         for k in ("one", "peer")}
+    res["file_mb"] = {k: os.path.getsize(os.path.join(a.work, k + ".parquet")) / 2 ** 20 for k in ("one", "peer")}
     res["rows_match"] = rows == shards.count_rows(shards.data_files(folder))
     res["load1"] = os.getloadavg()[0]
     print(json.dumps(res, indent=1))
