@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import shards
+from .config import ConfigError
 from .schema import REJECTED_SCHEMA, SCHEMA
 
 CARD = "README.md"
@@ -178,6 +179,8 @@ def write_parquet(folder: str) -> list[str]:
     written = []
     with shards.owner_only(shards.is_owner_only(folder)):  # a copy of raw data is as private as the data
         os.makedirs(out_dir, exist_ok=True)
+        for tmp in glob.glob(os.path.join(out_dir, ".*.tmp")):  # a killed copy's; its part is redone
+            os.remove(tmp)
         for src in shards.data_files(folder):
             dst = os.path.join(out_dir, os.path.basename(src)[:-len(".arrow")] + ".parquet")
             if not os.path.exists(dst):
@@ -191,7 +194,8 @@ def _parquet_part(srcs: list[str], dst: str) -> int:
     Batches are gathered into row groups of up to ROW_GROUP_BYTES: one row group per stage batch
     (1,000 rows) would compress worse and write slower, a whole part at once would hold it all in
     memory."""
-    tmp = f"{dst}.{os.getpid()}.tmp"
+    # a dot name: Parquet readers of the folder (pandas, pyarrow.dataset) skip it
+    tmp = os.path.join(os.path.dirname(dst) or ".", f".{os.path.basename(dst)}.{os.getpid()}.tmp")
     rows, buf, size = 0, [], 0
     with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
         for src in srcs:
@@ -217,10 +221,15 @@ def export_parquet(folder: str, out: str) -> tuple[int, list[str]]:
     if out.endswith(".parquet"):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         return _parquet_part(parts, out), [out]
+    names = [os.path.basename(p)[:-len(".arrow")] + ".parquet" for p in parts]
+    other = sorted(set(os.listdir(out)) - set(names)) if os.path.isdir(out) else []
+    if any(f.endswith(".parquet") for f in other):  # a reader of the folder would mix them in
+        raise ConfigError(f"{out}: holds other Parquet files ({', '.join(f for f in other if f.endswith('.parquet'))[:200]}); "
+                          "export into an empty folder or to FILE.parquet")
     os.makedirs(out, exist_ok=True)
     rows, files = 0, []
-    for src in parts:
-        dst = os.path.join(out, os.path.basename(src)[:-len(".arrow")] + ".parquet")
+    for src, name in zip(parts, names):
+        dst = os.path.join(out, name)
         rows += _parquet_part([src], dst)
         files.append(dst)
     return rows, files

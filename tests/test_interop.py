@@ -175,6 +175,9 @@ def test_parquet_export_equals_the_shards(build, tmp_path):
     parts = sorted(os.listdir(tmp_path / "parts"))
     assert parts == [os.path.basename(p)[:-6] + ".parquet" for p in shards.data_files(folder)]
     assert pq.read_table(tmp_path / "parts").equals(want)
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / "old-00009.parquet").write_bytes(b"x")
+    assert main(["export", folder, "--format", "parquet", "--out", str(tmp_path / "stale")]) == 2  # never mixed in
 
 
 def test_build_parquet_option(build, tmp_path):
@@ -185,11 +188,39 @@ def test_build_parquet_option(build, tmp_path):
         got = pq.read_table(os.path.join(f, "parquet"))
         assert got.equals(want), f
         assert shards.is_owner_only(os.path.join(f, "parquet")) == shards.is_owner_only(f)
+    # a copy killed half-way leaves a temp file; the next build removes it and keeps the parts
+    pdir = build / "stages" / "02-dedup" / "parquet"
+    (pdir / ".part-00000.parquet.99.tmp").write_bytes(b"half")
+    before = {p: os.path.getmtime(pdir / p) for p in os.listdir(pdir)}
+    card.write_parquet(str(build / "stages" / "02-dedup"))
+    assert {p: os.path.getmtime(pdir / p) for p in os.listdir(pdir)} == {
+        p: t for p, t in before.items() if not p.endswith(".tmp")}
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"parquet": "yes", "inputs": [{"path": SAMPLES + "/openai"}],
                                    "stages": ["extract"]}))
     assert main(["build", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert not os.path.exists(tmp_path / "o" / "stages")
+
+
+def test_shipped_template_renders_plain_chatml(build):
+    """The {% generation %} markers change no text, so turnforge's own label mask is unchanged."""
+    from pipeline.templates import CHATML, CHATML_GENERATION
+    from trainer.pack import Encoder
+    from trainer.tiny import load_tokenizer
+
+    tok = load_tokenizer()
+    assert tok.chat_template == CHATML_GENERATION
+    recs = list(shards.iter_records(str(build / "stages" / "02-dedup")))[:20]
+    shipped, plain = Encoder(tok, "auto"), Encoder(tok, CHATML)
+    for r in recs:
+        msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+        assert tok.apply_chat_template(msgs, tokenize=False) == tok.apply_chat_template(
+            msgs, tokenize=False, chat_template=CHATML)
+    a, b = (e.encode_many([r["messages"] for r in recs]) for e in (shipped, plain))
+    assert len(a) == len(recs) and all(isinstance(x, dict) for x in a)
+    for x, y in zip(a, b):
+        assert list(x["input_ids"]) == list(y["input_ids"]) and list(x["labels"]) == list(y["labels"])
+        assert 0 < sum(v != -100 for v in x["labels"]) < len(x["labels"])
 
 
 def test_trl_assistant_only_loss_on_a_shard_folder(build, tmp_path):
