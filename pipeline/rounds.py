@@ -165,7 +165,10 @@ def recover(pool: str) -> str | None:
         for p in (glob.glob(os.path.join(pool, "batches", f"*-{name}")) + glob.glob(os.path.join(pool, "batches", f".*-{name}.tmp"))
                   + glob.glob(os.path.join(pool, "signatures", f"*-{name}.npz*"))
                   + [os.path.join(pool, "candidates", name), os.path.join(pool, "quarantine", name)]):
-            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.lexists(p):
+                os.remove(p)
     shutil.rmtree(os.path.join(pool, "models", j["id"]), ignore_errors=True)
     shutil.rmtree(j["work"], ignore_errors=True)
     os.remove(jp)
@@ -475,7 +478,7 @@ def _prepare_data(pool, work, adm, cfg_yaml, rc, exclude_near, run_mix, log, pro
     fixed = {s: os.path.join(staged, s) for s in sorted(os.listdir(staged))}
     outs = [os.path.join(work, "filtered", f"{i}-{os.path.basename(s)}") for i, s in enumerate(srcs)]
     rep = exclude_near(list(fixed.values()), srcs, outs, {"seed": seed})
-    info["leakage"] = {"excluded": {os.path.relpath(s, pool): r["excluded_leakage"] for s, r in rep["sources"].items()},
+    info["leakage"] = {"excluded": dict(zip(["new", "replay"], (r["excluded_leakage"] for r in rep["sources"].values()))),
                        "examples": rep["examples"]}
     use = [o for o in outs if _rows(o)]
     if not use:
