@@ -47,6 +47,13 @@ class RoundConfig:
     redline: list | None = None  # red-line conversation files (default: the shipped safety and PII-bait sets)
     eval_batch: int = 8  # conversations per forward pass in the evaluation
     keep_refused_model: bool = False  # keep a refused candidate's weights in rounds/NNNN-<name>/train/final
+    # `turnforge judge` settings (base_url, model, ...; docs/judge.md): both models answer the last
+    # user turn of some fixed-set conversations and the judge scores them; off when None
+    judge: dict | None = None
+    judge_sets: list | None = None  # sets whose conversations are answered (default: every set)
+    judge_items: int = 20  # conversations per set
+    judge_max_tokens: int = 128  # new tokens per answer
+    min_win_rate: float | None = None  # gate on the judge: candidate's pairwise win rate vs the current model
 
     def check(self) -> None:
         if not 0 <= float(self.replay) < 1:
@@ -58,6 +65,10 @@ class RoundConfig:
             raise ConfigError(f"round.gate: {bad} not in turn_mean|token_mean")
         if int(self.eval_batch) < 1:
             raise ConfigError("round.eval_batch: must be >= 1")
+        if self.judge is not None and not isinstance(self.judge, dict):
+            raise ConfigError(f"round.judge: {self.judge!r} is not a mapping of judge settings (base_url, model, ...)")
+        if self.min_win_rate is not None and (self.judge is None or not 0 <= float(self.min_win_rate) <= 1):
+            raise ConfigError("round.min_win_rate: needs round.judge and a value in [0, 1]")
 
 
 def split_sets(sets: dict[str, Any]) -> tuple[dict, dict, dict]:
@@ -305,6 +316,58 @@ def evaluate_model(tcfg, init_from: str | None, packed: dict[str, str], batch: i
     return out
 
 
+def judge_models(tcfg, init_from: str | None, candidate: str, sets: dict[str, str], rc: RoundConfig,
+                 out: str) -> dict:
+    """Both models answer the last user turn of the first `judge_items` conversations of each
+    judged set (greedy); `turnforge judge` scores the candidate's answer (A) and the current
+    model's (B) pointwise and pairwise, with the set's own answer as the reference."""
+    from trainer.pack import load_tokenizer
+    from trainer.train import TrainConfig, build_model
+
+    from .judge import run_judge
+    from .synth.backends import HFBackend
+
+    os.makedirs(out, exist_ok=True)
+    if init_from is None:  # the base preset has no folder: save the weights the trainer started from
+        init_from = os.path.join(out, "current_model")
+        build_model(TrainConfig(**{**dataclasses.asdict(tcfg), "init_from": None}),
+                    len(load_tokenizer(tcfg.model))).save_pretrained(init_from)
+        load_tokenizer(tcfg.model).save_pretrained(init_from)
+    items = []
+    for name in rc.judge_sets or sorted(sets):
+        if name not in sets:
+            raise ConfigError(f"round.judge_sets: no fixed set {name!r}; sets: {sorted(sets)}")
+        for r in shards.iter_records(sets[name]):
+            msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
+            if last is None:
+                continue
+            ref = next((m["content"] for m in msgs[last + 1:] if m["role"] == "assistant"), None)
+            items.append({"id": f"{name}/{r['id']}", "lang": r.get("lang"), "messages": msgs[:last + 1],
+                          "reference": ref})
+            if sum(it["id"].startswith(name + "/") for it in items) >= int(rc.judge_items):
+                break
+    answers = {}
+    for label, path in (("candidate", candidate), ("current", init_from)):
+        gen = HFBackend(path).generate([it["messages"] for it in items], max_tokens=int(rc.judge_max_tokens))
+        answers[label] = [getattr(g, "text", "").strip() for g in gen]
+    # judge.py reads an empty answer_b as none; an empty reply is a (bad) answer, so it is shown as one
+    empty = {k: sum(not a for a in v) for k, v in answers.items()}
+    answers = {k: [a or "(no answer)" for a in v] for k, v in answers.items()}
+    src = os.path.join(out, "items.jsonl")
+    with open(src, "w", encoding="utf-8") as f:
+        for it, a, b in zip(items, answers["candidate"], answers["current"]):
+            f.write(json.dumps({"id": it["id"], "lang": it["lang"], "reference": it["reference"], "answer_b": b,
+                                "messages": it["messages"] + [{"role": "assistant", "content": a}]},
+                               ensure_ascii=False) + "\n")
+    s = run_judge(src, out, {**rc.judge, "mode": "both"})
+    pt, pw = s.get("pointwise") or {}, s.get("pairwise") or {}
+    return {"items": len(items), "empty_answers": empty, "usability": {"candidate": (pt.get("a") or {}).get("usability"),
+                                               "current": (pt.get("b") or {}).get("usability")},
+            "win_rate": pw.get("win_rate_a"), "length_controlled_win_rate": (pw.get("length") or {}).get("length_controlled"),
+            "position_consistency": pw.get("position_consistency"), "summary": "judge/summary.json"}
+
+
 def gate(before: dict, after: dict, rc: RoundConfig) -> list[dict]:
     """One check per set and gated metric: the candidate's loss may exceed the current model's by
     at most max_regression (relative); a non-finite candidate loss always fails."""
@@ -426,6 +489,15 @@ def run_round(pool: str, config: str, train_yaml: str, batch: list[str], *, name
             ev_after = evaluate_model(tc, r["final"], packed, rc.eval_batch)
             shards.atomic_write_json(os.path.join(work, "eval.json"), {"before": ev_before, "after": ev_after})
             checks = gate(ev_before, ev_after, rc)
+            if rc.judge is not None:
+                _say(f"{rid}: judging answers of both models", log)
+                j = judge_models(tc, init, r["final"], sets_now, rc, os.path.join(work, "judge"))
+                d["judge"] = j
+                if rc.min_win_rate is not None:
+                    w = j["win_rate"]
+                    checks.append({"name": "judge.win_rate", "before": None, "after": w, "change": None,
+                                   "limit": rc.min_win_rate, "passed": w is not None and w >= rc.min_win_rate,
+                                   "detail": "candidate's pairwise win rate against the current model (>= limit)"})
             ok = bool(checks) and all(c["passed"] for c in checks)
             d["eval"] = {s: {"before": ev_before.get(s), "after": ev_after[s]} for s in ev_after}
             d["eval_gate"] = {"passed": ok, "max_regression": rc.max_regression, "checks": checks,

@@ -252,18 +252,36 @@ def test_round_killed_after_its_commit_point_is_completed(fw, tmp_path):
     assert json.loads((pool / "pool.json").read_text())["batches"][-1]["name"] == "second"  # kept: it committed
 
 
-def test_killed_round_can_be_rerun_under_its_name(fw, tmp_path):
+def test_killed_round_can_be_rerun_under_its_name_and_judge_scores_both_models(fw, tmp_path):
+    """After a crash that left the batch admitted, the same command runs the round again. The
+    rerun also asks `turnforge judge` to score both models' answers: the judge is the SIMULATED
+    one of tests/fake_judge.py behind tests/fake_openai.py (no LLM runs here)."""
+    from fake_judge import BiasedJudge
+    from fake_openai import FakeAPI
+    from pipeline import flywheel
+
     pool = copy_pool(fw, tmp_path / "pool")
     p = {**fw, "pool": pool}
     batch = os.path.join(SAMPLES, "sharegpt", "sharegpt_array.json")
     # a crash after admission, as the journal leaves it: the batch is in pool.json, no decision
-    from pipeline import flywheel
-
     shards.atomic_write_json(str(pool / "rounds" / ".inflight.json"),
                              {"id": "0005-late", "name": "late", "work": str(pool / "rounds" / ".0005-late.work"),
                               "batches_before": [b["id"] for b in flywheel.load_pool(str(pool))["batches"]]})
     assert flywheel.admit(fw["cfg"], [batch], str(pool), name="late", progress=False)["admitted"]
-    assert round_(p, batch, "late") in (0, 1)
+    with FakeAPI(reply=BiasedJudge(position_bias=0.0, noise=0.0)) as api:
+        judge = f"{{base_url: '{api.base_url}', model: judge, cache_dir: 'off', repeats: 1, dimensions: helpful}}"
+        rc = round_(p, batch, "late", "--set", f"round.judge={judge}", "--set", "round.judge_items=2",
+                    "--set", "round.judge_sets=[general, redline_safety]", "--set", "round.min_win_rate=0")
+        sent = len(api.requests)
     d = decision(pool, "0005-late")
+    assert rc == (0 if d["promoted"] else 1)
     assert d["data_gate"]["admitted"] and d["parent_model"] == "models/0004-second"
     assert [b["name"] for b in flywheel.load_pool(str(pool))["batches"]].count("late") == 1
+    j = d["judge"]
+    assert j["items"] == 4 and sent > 0
+    assert j["usability"]["candidate"] is not None and j["usability"]["current"] is not None
+    assert j["win_rate"] is not None
+    assert next(c for c in d["eval_gate"]["checks"] if c["name"] == "judge.win_rate")["passed"]
+    rows = [json.loads(x) for x in (pool / "rounds" / "0005-late" / "judge" / "items.jsonl").read_text().splitlines()]
+    assert [r["id"].split("/")[0] for r in rows] == ["general", "general", "redline_safety", "redline_safety"]
+    assert all("answer_b" in r and r["reference"] and r["messages"][-1]["role"] == "assistant" for r in rows)
