@@ -467,32 +467,42 @@ def run_round(pool: str, config: str, train_yaml: str, batch: list[str], *, name
                    "settings": dataclasses.asdict(rc), "train_overrides": train_sets, "cursor": cursor}
         try:
             _say(f"{rid}: admitting {len(files)} input(s)", log)
+            t0 = time.perf_counter()
+            d["timings_s"] = tm = {}
             adm = flywheel.admit(config, files, pool, name=name, sets=adm_sets, source=source, domain=domain,
                                  workers=workers, progress=progress, engine=engine, ray_address=ray_address)
+            tm["admit"] = round(time.perf_counter() - t0, 2)
             d["data_gate"] = {k: adm.get(k) for k in ("admitted", "failed", "folder", "counts", "checks")}
             if not adm["admitted"]:
                 d.update(promoted=False, verdict="refused_data", eval_gate=None)
                 return _commit(pool, work, d, log)
             _say(f"{rid}: admitted {adm['id']}", log)
+            t0 = time.perf_counter()
             d.update(_prepare_data(pool, work, adm, cfg_yaml, rc, exclude_near, run_mix, log, progress))
+            tm["replay_filter_mix"] = round(time.perf_counter() - t0, 2)
             _say(f"{rid}: training from {d['parent_model']}", log)
             init = os.path.join(pool, "models", parent) if parent else tcfg.init_from
             tc = dataclasses.replace(tcfg, data=os.path.join(work, "mix", "final"), out=os.path.join(work, "train"),
                                      init_from=init, resume=False)
+            t0 = time.perf_counter()
             r = train(tc, progress=progress)
+            tm["train"] = round(time.perf_counter() - t0, 2)
             d["train"] = {"steps": r["step"], "last_loss": r["loss"], "init_from": init, "lr": tc.lr,
                           "max_steps": tc.max_steps}
             _say(f"{rid}: trained {r['step']} steps (last loss {r['loss']}); evaluating", log)
+            t0 = time.perf_counter()
             sets_now = _frozen_after(pool, work)
             packed = pack_sets(sets_now, os.path.join(work, "eval_packed"), tc)
             ev_before = evaluate_model(tc, init, packed, rc.eval_batch)
             ev_after = evaluate_model(tc, r["final"], packed, rc.eval_batch)
             shards.atomic_write_json(os.path.join(work, "eval.json"), {"before": ev_before, "after": ev_after})
             checks = gate(ev_before, ev_after, rc)
+            tm["evaluate"] = round(time.perf_counter() - t0, 2)
             if rc.judge is not None:
                 _say(f"{rid}: judging answers of both models", log)
                 j = judge_models(tc, init, r["final"], sets_now, rc, os.path.join(work, "judge"))
                 d["judge"] = j
+                tm["judge"] = round(time.perf_counter() - t0 - tm["evaluate"], 2)
                 if rc.min_win_rate is not None:
                     w = j["win_rate"]
                     checks.append({"name": "judge.win_rate", "before": None, "after": w, "change": None,
