@@ -566,10 +566,13 @@ def _prepare_data(pool, work, adm, cfg_yaml, rc, exclude_near, run_mix, log, pro
     if not use:
         raise ConfigError(f"round: nothing left to train on after the leakage check against {sorted(fixed)}")
     params = _mix_params(cfg_yaml, seed + len(old))
+    present = set().union(*(_domains(o) for o in use))
+    # the config's per-domain sizes for the domains this batch has (a batch need not hold them all)
+    sizes = {k: v for k, v in (params.get("val_sizes") or {}).items() if k in present or (first and k == LONG)}
     if not first:  # sets are held out only for domains the pool has no set for; the long split is fixed
-        present = set().union(*(_domains(o) for o in use))
-        params["val_sizes"] = {**(params.get("val_sizes") or {}), **{dm: 0 for dm in present if dm in fixed}}
+        sizes.update({dm: 0 for dm in present if dm in fixed})
         params["long_size"] = 0
+    params["val_sizes"] = sizes or None
     _say(f"mixing {', '.join(os.path.relpath(u, work) for u in use)}", log)
     m = run_mix(use, os.path.join(work, "mix"), params, progress=False)
     grown = []
