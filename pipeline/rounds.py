@@ -23,6 +23,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -143,6 +144,12 @@ def _round_lock(pool: str, wait: bool = True):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _round_ids(pool: str) -> list[str]:
+    """Committed rounds, NNNN-<name>, in order."""
+    d = os.path.join(pool, "rounds")
+    return sorted(f for f in os.listdir(d) if re.fullmatch(r"\d{4,}-[\w.-]+", f)) if os.path.isdir(d) else []
+
+
 def _journal_path(pool: str) -> str:
     return os.path.join(pool, "rounds", ".inflight.json")
 
@@ -173,9 +180,11 @@ def recover(pool: str) -> str | None:
                 os.remove(os.path.join(pool, "pool.json"))
             else:
                 shards.atomic_write_json(os.path.join(pool, "pool.json"), meta)
-        for p in (glob.glob(os.path.join(pool, "batches", f"*-{name}")) + glob.glob(os.path.join(pool, "batches", f".*-{name}.tmp"))
-                  + glob.glob(os.path.join(pool, "signatures", f"*-{name}.npz*"))
-                  + [os.path.join(pool, "candidates", name), os.path.join(pool, "quarantine", name)]):
+        mine = re.compile(r"\.?(\d{4,}-" + re.escape(name) + r")(\.tmp|\.npz|\.npz\.tmp)?")
+        left = [os.path.join(pool, sub, f) for sub in ("batches", "signatures")
+                if os.path.isdir(os.path.join(pool, sub)) for f in os.listdir(os.path.join(pool, sub))
+                if (m := mine.fullmatch(f)) and m.group(1) not in keep]
+        for p in left + [os.path.join(pool, "candidates", name), os.path.join(pool, "quarantine", name)]:
             if os.path.isdir(p):
                 shutil.rmtree(p)
             elif os.path.lexists(p):
@@ -443,17 +452,19 @@ def run_round(pool: str, config: str, train_yaml: str, batch: list[str], *, name
         done = recover(pool)
         if done:
             _say(done, log)
-        if glob.glob(os.path.join(rounds, f"[0-9]*-{name}")):
+        done_ids = _round_ids(pool)
+        if any(r.split("-", 1)[1] == name for r in done_ids):
             raise ConfigError(f"round {name!r} exists in {rounds}; choose another --name")
-        before = [b["id"] for b in flywheel.load_pool(pool)["batches"]]
-        if any(b.endswith(f"-{name}") for b in before) or os.path.exists(os.path.join(pool, "quarantine", name)):
+        meta = flywheel.load_pool(pool)
+        before = [b["id"] for b in meta["batches"]]
+        if any(b["name"] == name for b in meta["batches"]) or os.path.exists(os.path.join(pool, "quarantine", name)):
             raise ConfigError(f"batch {name!r} is already in the pool {pool} (or its quarantine); choose another --name")
         files, cursor = select_since(pool, batch, since)
         if since and not files:
             return {"id": None, "name": name, "promoted": False, "verdict": "nothing_new",
                     "detail": f"no log file newer than the cursor (--since {since})"}
         os.makedirs(rounds, exist_ok=True)
-        rid = f"{len(glob.glob(os.path.join(rounds, '[0-9]*'))) + 1:04d}-{name}"
+        rid = f"{max((int(r.split('-', 1)[0]) for r in done_ids), default=0) + 1:04d}-{name}"
         work = os.path.join(rounds, f".{rid}.work")
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)

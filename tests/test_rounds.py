@@ -285,3 +285,25 @@ def test_killed_round_can_be_rerun_under_its_name_and_judge_scores_both_models(f
     rows = [json.loads(x) for x in (pool / "rounds" / "0005-late" / "judge" / "items.jsonl").read_text().splitlines()]
     assert [r["id"].split("/")[0] for r in rows] == ["general", "general", "redline_safety", "redline_safety"]
     assert all("answer_b" in r and r["reference"] and r["messages"][-1]["role"] == "assistant" for r in rows)
+
+
+def test_undo_removes_only_the_killed_rounds_batch(tmp_path):
+    """A batch whose name ends like the killed round's (very-late vs late) stays."""
+    pool = tmp_path / "pool"
+    for sub in ("batches/0001-very-late/data", "batches/0002-late/data", "signatures", "rounds/.0003-late.work",
+                "candidates/late", "candidates/very-late"):
+        (pool / sub).mkdir(parents=True)
+    for f in ("0001-very-late.npz", "0002-late.npz"):
+        (pool / "signatures" / f).write_bytes(b"x")
+    meta = {"batches": [{"id": "0001-very-late", "name": "very-late"}, {"id": "0002-late", "name": "late"}]}
+    (pool / "pool.json").write_text(json.dumps(meta))
+    shards.atomic_write_json(str(pool / "rounds" / ".inflight.json"),
+                             {"id": "0003-late", "name": "late", "work": str(pool / "rounds" / ".0003-late.work"),
+                              "batches_before": ["0001-very-late"], "pool_existed": True})
+    with rounds._round_lock(str(pool)):
+        assert "undone" in rounds.recover(str(pool))
+    assert json.loads((pool / "pool.json").read_text())["batches"] == meta["batches"][:1]
+    assert sorted(os.listdir(pool / "batches")) == ["0001-very-late"]
+    assert sorted(os.listdir(pool / "signatures")) == ["0001-very-late.npz"]
+    assert sorted(os.listdir(pool / "candidates")) == ["very-late"]
+    assert not (pool / "rounds" / ".0003-late.work").exists() and not (pool / "rounds" / ".inflight.json").exists()
