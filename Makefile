@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/topic_bench.py
 	$(PY) bench/synth_bench.py
 	$(PY) bench/judge_bench.py
+	$(PY) bench/label_bench.py
 	$(PY) bench/scale_bench.py
 
 clean:

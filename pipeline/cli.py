@@ -213,6 +213,13 @@ def _cmd_judge(a) -> int:
 
 
 def _cmd_discriminator(a) -> int:
+    if a.disc_cmd == "label":  # an LLM's labels: 0 all labelled, 1 some left unlabelled (docs/cli.md)
+        from .labeling import out_paths, print_summary, run_label
+
+        s = run_label(a.inp, a.out, parse_set(a.set))
+        print_summary(s, sys.stdout)
+        print(f"labelled: {a.out}; summary: {out_paths(a.out)[1]}")
+        return 1 if s["unlabelled"] else 0
     from discriminators.topic_continuity import tools
 
     if a.disc_cmd == "train":
@@ -449,8 +456,8 @@ def _judge_command(sub) -> None:
 
 
 def _discriminator_commands(sub) -> None:
-    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict")
-    dsub = dc.add_subparsers(dest="disc_cmd", required=True, help="train, eval or predict")
+    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict, label")
+    dsub = dc.add_subparsers(dest="disc_cmd", required=True, help="train, eval, predict or label")
     fmts = "jsonl|tiage|dialseg|woz|chats"
     dt = dsub.add_parser("train", help="fit, calibrate and save a model (model.json + weights.npz)")
     dt.add_argument("--data", action="append", default=[], metavar="[FORMAT:]PATH", help=f"labelled data; FORMAT {fmts}")
@@ -471,6 +478,14 @@ def _discriminator_commands(sub) -> None:
     dp = dsub.add_parser("predict", help="write topic_continuity / topic_switch on every message after the first")
     dp.add_argument("--in", dest="inp", required=True, help="chats: JSONL of {messages: [{role, content}]}")
     dp.add_argument("--out", required=True, help="the JSONL file to write")
+    dl = dsub.add_parser("label", help="ask an OpenAI-compatible model whether each user message continues the "
+                                       "topic; writes the labelled JSONL `train` reads; exit 1 when some stay unlabelled")
+    dl.add_argument("--in", dest="inp", required=True,
+                    help="chats (file/folder/glob as extract reads them), a shard folder, or FORMAT:PATH with "
+                         "FORMAT jsonl|tiage|dialseg|woz to compare with its gold labels")
+    dl.add_argument("--out", required=True, help="the JSONL file to write (+ .rejected.jsonl, .summary.json)")
+    _sets(dl, "base_url, model (required), roles, max_requests, concurrency, cache_dir, extract.KEY, ...")
+    dl.set_defaults(fn=_cmd_discriminator)
     for x in (dt, de, dp):
         x.add_argument("--cache", help="embedding cache folder (default: $TURNFORGE_EMBED_CACHE, else none)")
         x.set_defaults(fn=_cmd_discriminator)

@@ -20,7 +20,7 @@ PACKAGES = ("pipeline", "discriminators", "trainer")
 LAYER_OF_PREFIX = {
     "pipeline.cli": "cli",
     **{f"pipeline.{m}": "app" for m in ("runner", "preflight", "engines", "flywheel", "rounds", "judge", "validate",
-                                       "report", "scan")},
+                                       "report", "scan", "labeling")},
     "pipeline.stages": "stage",
     **{f"pipeline.{m}": "capability" for m in ("dedup", "quality", "mixing", "pii", "synth")},
     "discriminators": "capability",
