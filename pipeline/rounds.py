@@ -190,7 +190,9 @@ def recover(pool: str) -> str | None:
             elif os.path.lexists(p):
                 os.remove(p)
     shutil.rmtree(os.path.join(pool, "models", j["id"]), ignore_errors=True)
-    shutil.rmtree(j["work"], ignore_errors=True)
+    # the work folder by name under this pool's rounds/: a pool copied or moved mid-round never
+    # reaches back into the original
+    shutil.rmtree(os.path.join(pool, "rounds", os.path.basename(j["work"])), ignore_errors=True)
     os.remove(jp)
     return f"round {j['id']}: killed before its decision; undone (batch {name} removed)"
 
@@ -469,7 +471,7 @@ def run_round(pool: str, config: str, train_yaml: str, batch: list[str], *, name
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)
         parent = current_model(pool)
-        shards.atomic_write_json(_journal_path(pool), {"id": rid, "name": name, "work": work, "parent": parent,
+        shards.atomic_write_json(_journal_path(pool), {"id": rid, "name": name, "work": os.path.basename(work), "parent": parent,
                                                        "batches_before": before,
                                                        "pool_existed": os.path.exists(os.path.join(pool, "pool.json"))})
         d: dict = {"id": rid, "name": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "batch": files,
