@@ -358,9 +358,12 @@ def judge_models(tcfg, init_from: str | None, candidate: str, sets: dict[str, st
                           "reference": ref})
             if sum(it["id"].startswith(name + "/") for it in items) >= int(rc.judge_items):
                 break
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     answers = {}
     for label, path in (("candidate", candidate), ("current", init_from)):
-        gen = HFBackend(path).generate([it["messages"] for it in items], max_tokens=int(rc.judge_max_tokens))
+        gen = HFBackend(path, device=dev).generate([it["messages"] for it in items], max_tokens=int(rc.judge_max_tokens))
         answers[label] = [getattr(g, "text", "").strip() for g in gen]
     # judge.py reads an empty answer_b as none; an empty reply is a (bad) answer, so it is shown as one
     empty = {k: sum(not a for a in v) for k, v in answers.items()}
