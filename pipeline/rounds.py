@@ -414,6 +414,33 @@ def _mix_params(cfg_yaml: dict, seed: int) -> dict:
     return p
 
 
+def _fit_domains(params: dict, present: set[str]) -> str | None:
+    """A build config's mix names the domains of a whole corpus; one round's batch and replay
+    hold some of them. Domain lists keep the present ones; a curriculum strategy left without
+    specialist domains runs as multi_task this round. Returns what was changed, or None."""
+    changed = []
+    for key in ("specialist", "general"):
+        v = params.get(key)
+        if key == "specialist" and v is None and params.get("strategy") in ("mixed_sequential", "dmt"):
+            v = "code,math"  # the mix stage's default
+        if v is None:
+            continue
+        doms = [str(x).strip() for x in (v if isinstance(v, (list, tuple)) else str(v).split(",")) if str(x).strip()]
+        kept = [dm for dm in doms if dm in present]
+        if kept != doms:
+            changed.append(f"{key} {doms} -> {kept}")
+        params[key] = kept or None
+    for key in ("weights", "tiers", "val_sizes"):
+        if isinstance(params.get(key), dict):
+            params[key] = {k: v for k, v in params[key].items() if k in present or k == LONG or "/" in k} or None
+    if params.get("strategy") in ("mixed_sequential", "dmt") and not params.get("specialist"):
+        changed.append(f"strategy {params['strategy']} -> multi_task (no specialist domain in this round's data)")
+        params["strategy"] = "multi_task"
+        for key in ("specialist", "general", "replay", "k"):
+            params.pop(key, None)
+    return "; ".join(changed) or None
+
+
 def _domains(folder: str) -> set[str]:
     import pyarrow.compute as pc
 
@@ -589,6 +616,7 @@ def _prepare_data(pool, work, adm, cfg_yaml, rc, exclude_near, run_mix, log, pro
         sizes.update({dm: 0 for dm in present if dm in fixed})
         params["long_size"] = 0
     params["val_sizes"] = sizes or None
+    note = _fit_domains(params, present)
     _say(f"mixing {', '.join(os.path.relpath(u, work) for u in use)}", log)
     m = run_mix(use, os.path.join(work, "mix"), params, progress=False)
     grown = []
@@ -598,7 +626,8 @@ def _prepare_data(pool, work, adm, cfg_yaml, rc, exclude_near, run_mix, log, pro
             os.replace(os.path.join(vdir, sname), os.path.join(staged, sname))
             grown.append(sname)
     shutil.rmtree(vdir, ignore_errors=True)  # sets of known domains were not held out; nothing else is there
-    info["mix"] = {"strategy": m["strategy"], "stages": [{"stage": s["stage"], "total": s["total"]} for s in m["stages"]]}
+    info["mix"] = {"strategy": m["strategy"], "stages": [{"stage": s["stage"], "total": s["total"]} for s in m["stages"]],
+                   "domains": sorted(present), **({"note": note} if note else {})}
     info["validation"] = {"sets": sorted(os.listdir(staged)), "added": sorted(set(os.listdir(staged)) - set(frozen)),
                           "folder": os.path.join("rounds", os.path.basename(work)[1:-5], "validation")
                           if (first or grown) else None}

@@ -307,3 +307,16 @@ def test_undo_removes_only_the_killed_rounds_batch(tmp_path):
     assert sorted(os.listdir(pool / "signatures")) == ["0001-very-late.npz"]
     assert sorted(os.listdir(pool / "candidates")) == ["very-late"]
     assert not (pool / "rounds" / ".0003-late.work").exists() and not (pool / "rounds" / ".inflight.json").exists()
+
+
+def test_mix_settings_fit_the_domains_a_round_holds():
+    p = {"strategy": "mixed_sequential", "specialist": ["code", "math"], "general": "general",
+         "weights": {"math": 2, "code": 1}, "replay": 0.1}
+    note = rounds._fit_domains(p, {"code", "general"})
+    assert p["specialist"] == ["code"] and p["general"] == ["general"] and p["weights"] == {"code": 1}
+    assert p["strategy"] == "mixed_sequential" and "['code', 'math'] -> ['code']" in note
+    p = {"strategy": "dmt", "k": "1,1/2"}  # default specialists code, math: none in a general-only round
+    note = rounds._fit_domains(p, {"general"})
+    assert p == {"strategy": "multi_task"} and "multi_task" in note
+    p = {"strategy": "multi_task", "alpha": 0.5}
+    assert rounds._fit_domains(p, {"general"}) is None and p == {"strategy": "multi_task", "alpha": 0.5}
