@@ -116,6 +116,13 @@ def _link(path: str, target: str | None) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: str, missing: Any = None) -> Any:
+    if missing is not None and not os.path.exists(path):
+        return missing
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _target(path: str) -> str | None:
     return os.readlink(path) if os.path.islink(path) else None
 
@@ -210,7 +217,7 @@ def _apply(pool: str, d: dict) -> None:
             _history(pool, {"event": "promote", "model": d["id"], "previous": cur})
     if d.get("cursor"):
         path = os.path.join(pool, "cursors.json")
-        cur = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+        cur = _read_json(path, {})
         cur.update(d["cursor"])
         shards.atomic_write_json(path, cur)
 
@@ -230,7 +237,7 @@ def select_since(pool: str, batch: list[str], since: str | None) -> tuple[list[s
     if not since:
         return list(batch), {}
     path = os.path.join(pool, "cursors.json")
-    cursors = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+    cursors = _read_json(path, {})
     files, new = [], {}
     for src in batch:
         key = os.path.abspath(src)
@@ -596,8 +603,8 @@ def _prepare_data(pool, work, adm, cfg_yaml, rc, exclude_near, run_mix, log, pro
         pool_n = sum(_rows(o) for o in old)
         want = min(want, pool_n)
         run_mix([{"path": o} for o in old], os.path.join(work, "replay"),
-                    {"strategy": "multi_task", "total": want, "val_size": 0, "long_size": 0, "seed": seed + len(old)},
-                    progress=False)
+                {"strategy": "multi_task", "total": want, "val_size": 0, "long_size": 0, "seed": seed + len(old)},
+                progress=False)
         srcs.append(os.path.join(work, "replay", "final", "stage-1"))
         info["replay"] = {"share": rc.replay, "records": want, "from": [os.path.relpath(o, pool) for o in old]}
     fixed = {s: os.path.join(staged, s) for s in sorted(os.listdir(staged))}
@@ -669,7 +676,7 @@ def rollback(pool: str) -> dict:
         dp = os.path.join(pool, "rounds", prev, "decision.json")
         grand = None
         if os.path.exists(dp):
-            pm = json.load(open(dp, encoding="utf-8"))["parent_model"]
+            pm = _read_json(dp)["parent_model"]
             grand = pm.split("/", 1)[1] if pm.startswith("models/") and os.path.isdir(os.path.join(pool, pm)) else None
         _link(os.path.join(models, "current"), prev)
         _link(os.path.join(models, "previous"), grand)
@@ -689,7 +696,7 @@ def list_rounds(pool: str, out: TextIO) -> None:
     if note:
         print(f"  note: {note}", file=out)
     for d in sorted(glob.glob(os.path.join(pool, "rounds", "[0-9]*", "decision.json"))):
-        r = json.load(open(d, encoding="utf-8"))
+        r = _read_json(d)
         g = r.get("eval_gate") or {}
         worst = max((c["change"] for c in g.get("checks", []) if c.get("change") is not None), default=None)
         print(f"  {r['id']:<28} {r['time']:<25} {r['verdict']:<13} parent={r['parent_model']:<24}"

@@ -11,8 +11,8 @@ import time
 
 import pytest
 import yaml
-
 from conftest import ROOT, SAMPLES, write_jsonl
+
 from pipeline import cli, rounds, shards
 
 STAGES = [{"name": "extract"}, {"name": "quality"}, {"name": "pii"}]
@@ -258,6 +258,7 @@ def test_killed_round_can_be_rerun_under_its_name_and_judge_scores_both_models(f
     one of tests/fake_judge.py behind tests/fake_openai.py (no LLM runs here)."""
     from fake_judge import BiasedJudge
     from fake_openai import FakeAPI
+
     from pipeline import flywheel
 
     pool = copy_pool(fw, tmp_path / "pool")
