@@ -78,12 +78,26 @@ def _cmd_inspect(a) -> int:
 
 
 def _cmd_export(a) -> int:
-    from .io.writers import write_jsonl
+    from .io.writers import add_dataset_info, dataset_info_entry, write_jsonl
 
     folder = shards.shard_folder(a.dir)  # before the output file is made: a typo writes nothing
-    with open(a.out, "w", encoding="utf-8") as f:
-        n = write_jsonl(shards.iter_records(folder), a.format, f)
-    print(f"{n} records -> {a.out} ({a.format})")
+    if a.format == "parquet":
+        from .card import export_parquet
+
+        n, files = export_parquet(folder, a.out)
+        print(f"{n} records -> {a.out} (parquet, zstd, {len(files)} file(s))")
+        return 0
+    fmt, path = a.format, a.out
+    if fmt == "llamafactory":  # a ready dataset_dir: OUT/NAME.jsonl (sharegpt) + OUT/dataset_info.json
+        os.makedirs(a.out, exist_ok=True)
+        fmt, path = "sharegpt", os.path.join(a.out, os.path.basename(os.path.abspath(a.out)) + ".jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        n = write_jsonl(shards.iter_records(folder), fmt, f)
+    base = os.path.basename(path)
+    info = add_dataset_info(os.path.dirname(os.path.abspath(path)), base.rsplit(".jsonl", 1)[0],
+                            dataset_info_entry(fmt, base))
+    print(f"{n} records -> {path} ({fmt}); LLaMA-Factory entry -> {info} (docs/output.md)")
     return 0
 
 
@@ -363,11 +377,14 @@ def _data_commands(sub) -> None:
     r.add_argument("--out", metavar="FILE", help="default: OUT/report.html")
     r.set_defaults(fn=_cmd_report)
 
-    e = sub.add_parser("export", help="write a shard folder as openai / sharegpt / alpaca JSONL")
+    e = sub.add_parser("export", help="write a shard folder as openai / sharegpt / alpaca JSONL (with a "
+                                      "LLaMA-Factory dataset_info.json entry) or Parquet")
     e.add_argument("dir", help="a shard folder, or a build folder (its last stage)")
-    e.add_argument("--format", choices=["openai", "sharegpt", "alpaca"], default="openai",
-                   help="output format (default openai)")
-    e.add_argument("--out", required=True, help="the JSONL file to write")
+    e.add_argument("--format", choices=["openai", "sharegpt", "alpaca", "llamafactory", "parquet"], default="openai",
+                   help="output format (default openai); llamafactory: a folder with NAME.jsonl (sharegpt) and "
+                        "dataset_info.json; parquet: zstd (docs/output.md)")
+    e.add_argument("--out", required=True, help="the JSONL file to write (its folder gets dataset_info.json); "
+                                                "llamafactory: a folder; parquet: FILE.parquet or a folder of parts")
     e.set_defaults(fn=_cmd_export)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow.compute as pc
 import yaml
 
-from . import runner, shards
+from . import card, runner, shards
 from .config import ConfigError, load_config, make_config
 from .dedup.minhash import MinHasher, band_keys, choose_bands
 from .stages.base import StageFailed
@@ -312,6 +312,7 @@ def _accept(pool: str, out: str, final: str, name: str, decision: dict, sig: np.
     with open(os.path.join(pool, sig_rel + ".tmp"), "wb") as f:
         np.savez_compressed(f, signatures=sig, **{k: np.array(v) for k, v in mh_settings.items()})
     os.replace(os.path.join(pool, sig_rel + ".tmp"), os.path.join(pool, sig_rel))
+    card.write_card(tmp, m)  # load_dataset(POOL/batches/ID) like any shard folder
     shards.mark_complete(tmp, m)
     os.replace(tmp, dest)
     decision.update(admitted=True, failed=[], folder=os.path.relpath(dest, pool), signatures=sig_rel, id=bid)

@@ -14,8 +14,10 @@ from .engines import ENGINES
 from .stages import STAGES, get_stage
 
 # Top-level keys of a build config; `flywheel:` holds the limits `turnforge admit` reads, `round:` the
-# settings of `turnforge round` (docs/flywheel.md).
-TOP_KEYS = ("seed", "rows_per_part", "batch_rows", "inputs", "stages", "mix", "engine", "flywheel", "round")
+# settings of `turnforge round` (docs/flywheel.md); `parquet: true` adds zstd Parquet copies of every
+# shard folder's data (docs/output.md).
+TOP_KEYS = ("seed", "rows_per_part", "batch_rows", "inputs", "stages", "mix", "engine", "flywheel", "parquet",
+            "round")
 ENGINE_KEYS = ("name", "address")
 
 
@@ -57,6 +59,8 @@ def _number_problems(cfg: dict) -> list[str]:
         v = cfg.get(key, low)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             bad.append(f"{key}: {v!r} must be an integer >= {low}")
+    if not isinstance(cfg.get("parquet", False), bool):
+        bad.append(f"parquet: {cfg['parquet']!r} must be true or false")
     return bad
 
 

@@ -15,7 +15,7 @@ import shutil
 import sys
 from typing import Any
 
-from . import progress, report, shards
+from . import card, progress, report, shards
 from .config import ConfigError, load_config, make_config
 from .engines import Engine, get_engine
 from .stages import STAGES, get_stage  # noqa: F401 (STAGES: the CLI's stage names)
@@ -157,6 +157,7 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
             "input_identity": ident,
             **extra,
         }
+        card.write_card(folder, manifest)  # README.md with `configs:`: load_dataset(folder) reads data/ only
         shards.mark_complete(folder, manifest)
     return manifest
 
@@ -291,12 +292,16 @@ def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool
             if k != len(entries):
                 raise ConfigError(f"{config_path}: mix must be the last stage")
             mix = _build_mix(params, prev, out, seed, progress)
+            for f in card.final_folders(os.path.join(out, "final")) if cfg.get("parquet") else []:
+                card.write_parquet(f)  # parquet: true, docs/output.md
             continue
         if name == "extract" and "inputs" in cfg:
             params.setdefault("inputs", cfg["inputs"])
         folder = os.path.join(out, "stages", f"{k:02d}-{name}")
         reused = shards.is_complete(folder)  # and run_stage checks it was built from this input
         m = run_stage(name, params, prev, folder, seed=seed, progress=progress, engine=engine, **run_opts)
+        if cfg.get("parquet"):
+            card.write_parquet(folder)
         funnel.append({"stage": name, "folder": os.path.relpath(folder, out), **m["counts"]})
         if progress:
             c = m["counts"]

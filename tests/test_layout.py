@@ -26,7 +26,7 @@ LAYER_OF_PREFIX = {
     "discriminators": "capability",
     "trainer": "trainer",
     **{f"pipeline.{m}": "core" for m in ("config", "schema", "shards", "text", "shingles", "embed", "templates",
-                                           "io", "progress")},
+                                           "io", "progress", "card")},
     "pipeline": "core",  # the package itself: only __version__
 }
 # What each layer may import besides its own home (see `home`).

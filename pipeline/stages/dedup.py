@@ -187,35 +187,42 @@ class Dedup(Stage):
 
     # ------------------------------------------------------------- reduce
     def reduce_plan(self, inp, cfg: DedupConfig, folder: str) -> list[list[Task]]:
-        """Rounds of reduce tasks (run by the engine, so they spread over its workers): exact and
-        prefix keys by hash partition; one task that turns their drops into the `alive` column;
-        then, for MinHash, one task per hash partition of the band keys and merges of their
-        component forests, 16 at a time, down to one. The driver only plans."""
+        """Rounds of reduce tasks, run by the engine (so they spread over its workers and resume
+        by their markers); the driver only plans, then writes the decisions (`reduce`):
+        1. exact and prefix keys, one task per hash partition; one `alive` task;
+        2. MinHash: one task per hash partition of the band keys (candidates, verification,
+           component forest), merge rounds of forests, one `near` task (the keep policy);
+        3. semantic: one `kmeans` task (fit on a sample), one `assign` task per input part, one
+           task per range of clusters (pairs, forest), merge rounds, one `semres` task."""
         methods = cfg.method_list()
         red = os.path.join(folder, ".work", "reduce")
         parts = part_tasks(inp)
         dirs = self._dirs(inp, folder)
         rows = [json.load(open(os.path.join(folder, ".work", "map", f"{t.name}.json")))["summary"]["rows"]
                 for t in parts]
+        n = int(sum(rows))
         shards.atomic_write_bytes(os.path.join(red, "offsets.npy"), _npy(np.r_[0, np.cumsum(rows)].astype(np.int64)))
         shards.atomic_write_bytes(os.path.join(red, "parts.npy"),
                                   _npy(np.array([t.payload["index"] for t in parts], np.int64)))
         keys = sum(int(np.load(os.path.join(d, "exact_off.npy"))[-1] + np.load(os.path.join(d, "prefix_off.npy"))[-1])
                    for d in dirs)
-        rounds = [_partition_tasks("exact", keys, cfg), [Task("alive", {"kind": "alive", "name": "alive"})]]
-        if "minhash" not in methods or cfg.lsh != "bands":
-            return rounds
-        entries = sum(int(np.load(os.path.join(d, "lsh_off.npy"))[-1]) for d in dirs)
-        rounds.append(_partition_tasks("lsh", entries, cfg))
-        names = [f"forest-{t.name}" for t in rounds[-1]]
-        r = 0
-        while len(names) > 1:
-            r += 1
-            groups = [names[k:k + 16] for k in range(0, len(names), 16)]
-            rounds.append([Task(f"merge-{r}-{k:03d}", {"kind": "merge", "name": f"merge-{r}-{k:03d}", "inputs": g})
-                           for k, g in enumerate(groups)])
-            names = [f"forest-{t.name}" for t in rounds[-1]]
-        shards.atomic_write_json(os.path.join(red, "plan.json"), {"forest": names[0], "partitions": len(rounds[2])})
+        rounds = [_partition_tasks("exact", keys, cfg), [_one("alive")]]
+        if "minhash" in methods:
+            if cfg.lsh == "bands":
+                entries = sum(int(np.load(os.path.join(d, "lsh_off.npy"))[-1]) for d in dirs)
+                rounds.append(_partition_tasks("lsh", entries, cfg))
+                rounds += _merge_rounds("merge", rounds[-1])
+            rounds.append([_one("near")])
+        if "semantic" in methods:
+            rounds.append([_one("kmeans")])
+            rounds.append([Task(f"assign-{k:05d}", {"kind": "assign", "name": f"assign-{k:05d}", "slot": k})
+                           for k in range(len(parts))])
+            # a cluster's cost is its size squared (~300 rows): one task per 1M conversations
+            rounds.append(_partition_tasks("sem", 4 * n, cfg))
+            rounds += _merge_rounds("smerge", rounds[-1])
+            rounds.append([_one("semres")])
+        last = {t.payload["base"]: f"forest-{t.name}" for rnd in rounds for t in rnd if "base" in t.payload}
+        shards.atomic_write_json(os.path.join(red, "plan.json"), last)
         return rounds
 
     def reduce_task(self, payload, cfg: DedupConfig, folder: str) -> dict:
@@ -227,9 +234,26 @@ class Dedup(Stage):
         dirs = [_map_dir(folder, int(i)) for i in np.load(os.path.join(red, "parts.npy"))]
         if kind == "exact":
             return self._exact_partition(payload, cfg, dirs, offsets, red)
+        if kind == "near":
+            return self._near(cfg, dirs, offsets, red)
+        if kind in ("kmeans", "assign"):
+            return self._kmeans(payload, cfg, dirs, offsets, red)
+        if kind == "semres":
+            return self._semres(cfg, dirs, offsets, red)
         if kind == "merge":  # components of the union of some forests
             fr = R.forest(np.concatenate([np.load(os.path.join(red, f"{n}.npy")) for n in payload["inputs"]]))
             summary = {"nodes": int(len(fr))}
+        elif kind == "sem":  # a range of k-means clusters: pairs with cosine >= 1 - eps, their components
+            a, b = payload["buckets"]
+            labels, rows = _gather_clusters(red, len(dirs), a, b)
+            lab = np.unique(labels, return_inverse=True)[1].reshape(-1)
+            embs = RowStore(dirs, "emb", offsets)
+            pairs, _ = semantic.cluster_pairs_by(lambda r: embs.take(rows[r]).astype(np.float32), lab,
+                                                 int(lab.max()) + 1 if len(lab) else 0, cfg.eps)
+            good = unique_pairs(rows[pairs]) if len(pairs) else np.zeros((0, 2), np.int64)
+            shards.atomic_write_bytes(os.path.join(red, f"pairs-{payload['name']}.npy"), _npy(good))
+            fr = R.forest(good)
+            summary = {"rows": int(len(rows)), "pairs": int(len(good))}
         else:  # one hash partition of the band keys: candidates, verified, their components
             a, b = payload["buckets"]
             alive = np.load(os.path.join(red, "alive.npy"), mmap_mode="r")
@@ -274,16 +298,16 @@ class Dedup(Stage):
 
     def _alive(self, cfg: DedupConfig, folder: str) -> dict:
         """From the exact partitions' drops: prefix candidates whose owner survived are dropped
-        too; writes `alive` (one byte per row, memory-mapped by the LSH tasks) and the drops so
+        too; writes `alive` (one byte per row, memory-mapped by later tasks) and the drops so
         far (row, kept row, reason code), sorted by row."""
         red = os.path.join(folder, ".work", "reduce")
         n = int(np.load(os.path.join(red, "offsets.npy"))[-1])
-        names = sorted(glob.glob(os.path.join(red, "exact-*.json")))
-        xg = [np.load(p.replace("exact-", "xgone-exact-")[:-5] + ".npy") for p in names]
+        names = [os.path.basename(p)[:-5] for p in sorted(glob.glob(os.path.join(red, "exact-*.json")))]
+        xg = [np.load(os.path.join(red, f"xgone-{x}.npy")) for x in names]
         xg = np.concatenate(xg) if xg else np.zeros((0, 2), np.int64)
         alive = np.ones(n, bool)
         alive[xg[:, 0]] = False
-        xc = [np.load(p.replace("exact-", "xcand-exact-")[:-5] + ".npy") for p in names]
+        xc = [np.load(os.path.join(red, f"xcand-{x}.npy")) for x in names]
         xc = np.concatenate(xc) if xc else np.zeros((0, 2), np.int64)
         pg = xc[alive[xc[:, 1]]]  # the longer conversation survived its exact group
         alive[pg[:, 0]] = False
@@ -291,80 +315,123 @@ class Dedup(Stage):
         gone = gone[np.argsort(gone[:, 0], kind="stable")]
         shards.atomic_write_bytes(os.path.join(red, "alive.npy"), _npy(alive))
         shards.atomic_write_bytes(os.path.join(red, "gone.npy"), _npy(gone))
-        summ = [json.load(open(p))["summary"] for p in names]
+        summ = [json.load(open(os.path.join(red, f"{x}.json")))["summary"] for x in names]
         stats = {"records": n, "exact_clusters": sum(x["exact_clusters"] for x in summ)}
         if "minhash" in cfg.method_list():
             stats["prefix_dups"] = int(len(pg))
         shards.atomic_write_json(os.path.join(red, "early.json"), stats)
         return {"alive": int(alive.sum())}
 
+    def _near(self, cfg: DedupConfig, dirs, lo, red) -> dict:
+        """The keep policy on the merged components of verified MinHash pairs (no chaining)."""
+        prefs, sigs = Prefs(dirs, lo), RowStore(dirs, "sig", lo)
+        b_, r_ = _bands(cfg)
+        stats: dict = {"lsh_bands_rows": [b_, r_]}
+
+        def jaccard(a, b):
+            return _verify(np.stack([a, b], 1), None, sigs)
+
+        if cfg.lsh == "bands":
+            lsh = sorted(glob.glob(os.path.join(red, "lsh-*.json")))
+            summ = [json.load(open(p))["summary"] for p in lsh]
+            stats["lsh_partitions"] = len(lsh)
+            # a pair found in two partitions (through two bands) counts in each
+            stats["lsh_candidates"] = sum(x["candidates"] for x in summ)
+            stats["lsh_verified"] = sum(x["verified"] for x in summ)
+            d, by, s, st = R.resolve_forest(_last_forest(red, "lsh"), prefs, jaccard, cfg.threshold,
+                                            _pairs_among(red, "lsh"))
+        else:
+            idx = np.flatnonzero(np.load(os.path.join(red, "alive.npy")))
+            pairs = datasketch_pairs(sigs.take(idx), b_, r_, cfg.seed) if len(idx) > 1 else np.zeros((0, 2), np.int64)
+            stats["lsh_candidates"] = int(len(pairs))
+            good = pairs[_verify(pairs, idx, sigs) >= cfg.threshold]
+            stats["lsh_verified"] = int(len(good))
+            d, by, s, st = R.resolve(idx, good, prefs, jaccard, cfg.threshold)
+        stats["near_clusters"] = st["clusters"]
+        stats["near_reclustered"] = st["reclustered"]
+        saved = st["reclustered_rows"]
+        saved = saved[~np.isin(saved, d)]  # chained to a kept record, but not close to it: kept
+        stats["near_chain_kept"] = int(len(saved))
+        stats["near_chain_kept_examples"] = IdStore(dirs, lo).take(saved[:10]).to_pylist()
+        _save_drops(red, "near", d, by, s, stats)
+        return {"dropped": int(len(d))}
+
+    def _kmeans(self, payload, cfg: DedupConfig, dirs, lo, red) -> dict:
+        """`kmeans`: centres fitted on a seeded sample of the conversations still alive (all of
+        them when there are at most `kmeans_sample`); `assign`: one input part's alive rows to
+        their nearest centre, grouped by hash bucket of the cluster for the `sem` tasks."""
+        embs = RowStore(dirs, "emb", lo)
+        if payload["kind"] == "kmeans":
+            idx = np.flatnonzero(_alive_now(red, 0, int(lo[-1])))
+            k = semantic.n_clusters(len(idx), cfg.clusters)
+            centres = np.zeros((0, 0), np.float32)
+            if k > 1:
+                from sklearn.cluster import KMeans
+
+                if len(idx) > cfg.kmeans_sample:
+                    idx = idx[np.sort(np.random.default_rng(cfg.seed).choice(len(idx), size=cfg.kmeans_sample,
+                                                                               replace=False))]
+                km = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed, max_iter=50)
+                centres = km.fit(embs.take(idx).astype(np.float32)).cluster_centers_.astype(np.float32)
+            shards.atomic_write_bytes(os.path.join(red, "centres.npy"), _npy(centres))
+            return {"k": int(k)}
+        p = payload["slot"]
+        rows = np.flatnonzero(_alive_now(red, int(lo[p]), int(lo[p + 1]))) + lo[p]
+        centres = np.load(os.path.join(red, "centres.npy"))
+        labels = np.zeros(len(rows), np.int64)
+        if len(centres):
+            c2 = (centres.astype(np.float64) ** 2).sum(1)
+            for a in range(0, len(rows), 16384):  # nearest centre, chunk by chunk
+                x = embs.take(rows[a:a + 16384]).astype(np.float64)
+                labels[a:a + 16384] = np.argmin(c2[None, :] - 2 * x @ centres.T.astype(np.float64), axis=1)
+        k = max(1, len(centres))
+        order = np.argsort(labels, kind="stable")
+        bucket = labels[order] * N_BUCKETS // k  # clusters in order, spread over the buckets
+        for name, arr in (("rows", rows[order]), ("labels", labels[order]),
+                          ("off", np.searchsorted(bucket, np.arange(N_BUCKETS + 1)).astype(np.int64))):
+            shards.atomic_write_bytes(os.path.join(red, f"sem-{name}-{p:05d}.npy"), _npy(arr))
+        return {"rows": int(len(rows))}
+
+    def _semres(self, cfg: DedupConfig, dirs, lo, red) -> dict:
+        """The keep policy on the merged components of semantic pairs (no chaining)."""
+        embs = RowStore(dirs, "emb", lo)
+
+        def cosine(a, b):
+            return np.einsum("ij,ij->i", embs.take(a).astype(np.float32), embs.take(b).astype(np.float32))
+
+        d, by, s, st = R.resolve_forest(_last_forest(red, "sem"), Prefs(dirs, lo), cosine, 1 - cfg.eps,
+                                        _pairs_among(red, "sem"))
+        from ..embed import get_embedder
+
+        k = json.load(open(os.path.join(red, "kmeans.json")))["summary"]["k"]
+        stats = {"semantic_clusters": st["clusters"], "semantic_reclustered": st["reclustered"],
+                 "semantic_chain_kept": int(len(np.setdiff1d(st["reclustered_rows"], d))),
+                 "semantic_kmeans_k": int(k), "embedder": get_embedder(cfg.embedder, cache_dir=cfg.cache_dir).name}
+        _save_drops(red, "semres", d, by, s, stats)
+        return {"dropped": int(len(d))}
+
     def _dirs(self, inp, folder) -> list[str]:
         return [_map_dir(folder, t.payload["index"]) for t in part_tasks(inp)]
 
     def reduce(self, inp, cfg: DedupConfig, folder: str) -> None:
-        """In the driver, on the dropped rows only (no per-row column of the whole corpus): the
-        near duplicates from the merged component forest, the semantic ones, then the decisions
-        of each input part."""
-        methods = cfg.method_list()
+        """In the driver, on the dropped rows only (no column of the whole corpus): every
+        method's drops, each row's representative, then the decisions of each input part."""
         red = os.path.join(folder, ".work", "reduce")
         parts = part_tasks(inp)
         dirs = self._dirs(inp, folder)
         lo = np.load(os.path.join(red, "offsets.npy"))
         ids = IdStore(dirs, lo)
-        prefs = Prefs(dirs, lo)
         with open(os.path.join(red, "early.json")) as f:
             stats = json.load(f)
         early = np.load(os.path.join(red, "gone.npy"))
         # dropped rows: (row, kept row, reason code, similarity)
         found = [(early[:, 0], early[:, 1], early[:, 2].astype(np.int8), np.full(len(early), np.nan))]
-        if "minhash" in methods:
-            b_, r_ = _bands(cfg)
-            stats["lsh_bands_rows"] = [b_, r_]
-            sigs = RowStore(dirs, "sig", lo)
-
-            def jaccard(a, b):
-                return _verify(np.stack([a, b], 1), None, sigs)
-
-            if cfg.lsh == "bands":
-                with open(os.path.join(red, "plan.json")) as f:
-                    plan = json.load(f)
-                summ = [json.load(open(p))["summary"] for p in sorted(glob.glob(os.path.join(red, "lsh-*.json")))]
-                stats["lsh_partitions"] = plan["partitions"]
-                # a pair found in two partitions (through two bands) counts in each
-                stats["lsh_candidates"] = sum(x["candidates"] for x in summ)
-                stats["lsh_verified"] = sum(x["verified"] for x in summ)
-                fr = np.load(os.path.join(red, f"{plan['forest']}.npy"))
-                pair_files = sorted(glob.glob(os.path.join(red, "pairs-lsh-*.npy")))
-
-                def pairs_among(rows_):
-                    if not len(rows_):
-                        return np.zeros((0, 2), np.int64)
-                    got = [R.among(np.load(p, mmap_mode="r"), rows_) for p in pair_files]
-                    return unique_pairs(np.concatenate(got)) if got else np.zeros((0, 2), np.int64)
-
-                d, by, s, st = R.resolve_forest(fr, prefs, jaccard, cfg.threshold, pairs_among)
-            else:
-                idx = np.flatnonzero(np.load(os.path.join(red, "alive.npy")))
-                pairs = datasketch_pairs(sigs.take(idx), b_, r_, cfg.seed) if len(idx) > 1 else np.zeros((0, 2), np.int64)
-                stats["lsh_candidates"] = int(len(pairs))
-                good = pairs[_verify(pairs, idx, sigs) >= cfg.threshold]
-                stats["lsh_verified"] = int(len(good))
-                d, by, s, st = R.resolve(idx, good, prefs, jaccard, cfg.threshold)
-            found.append((d, by, np.full(len(d), 2, np.int8), s))
-            stats["near_clusters"] = st["clusters"]
-            stats["near_reclustered"] = st["reclustered"]
-            saved = st["reclustered_rows"]
-            saved = saved[~np.isin(saved, d)]  # chained to a kept record, but not close to it: kept
-            stats["near_chain_kept"] = int(len(saved))
-            stats["near_chain_kept_examples"] = ids.take(saved[:10]).to_pylist()
-        if "semantic" in methods:
-            alive = np.load(os.path.join(red, "alive.npy"))
-            for d, *_ in found[1:]:
-                alive[d] = False
-            st = self._semantic(np.flatnonzero(alive), dirs, lo, prefs, cfg)
-            del alive
-            found.append((st.pop("dropped"), st.pop("kept_by"), np.full(len(st["sim"]), 3, np.int8), st.pop("sim")))
-            stats.update(st)
+        for step, code in (("near", 2), ("semres", 3)):
+            if os.path.exists(os.path.join(red, f"{step}.npy")):
+                d = np.load(os.path.join(red, f"{step}.npy"))
+                found.append((d[:, 0], d[:, 1], np.full(len(d), code, np.int8), np.load(os.path.join(red, f"{step}-sim.npy"))))
+                with open(os.path.join(red, f"{step}-stats.json")) as f:
+                    stats.update(json.load(f))
         gone, by, reason, sim = (np.concatenate(c) for c in zip(*found))
         order = np.argsort(gone, kind="stable")
         gone, by, reason, sim = gone[order].astype(np.int64), by[order].astype(np.int64), reason[order], sim[order]
@@ -386,23 +453,22 @@ class Dedup(Stage):
         rep_ids = ids.take(rep)
         reason_s = pa.array([REASONS[c] for c in reason.tolist()], pa.string())
         detail_a = pa.array(detail, pa.string())
+        none = pa.nulls(1, pa.string())
         os.makedirs(os.path.join(folder, ".work", "decisions"), exist_ok=True)
-        for t, a, z in zip(parts, lo[:-1], lo[1:]):
+        for k, (t, a, z) in enumerate(zip(parts, lo[:-1], lo[1:])):
             g0, g1 = np.searchsorted(gone, [a, z])
             m = int(z - a)
             at = np.full(m, g1 - g0, np.int64)  # kept rows point past the part's dropped rows: null
             at[gone[g0:g1] - a] = np.arange(g1 - g0)
             at_a = pa.array(at)
-            none = pa.nulls(1, pa.string())
-            own = ids.part(int(np.searchsorted(lo, a, "right") - 1))
-            cl = np.arange(m)
+            cl = np.arange(m)  # a kept row is its own cluster; a dropped one, its representative's
             cl[gone[g0:g1] - a] = m + np.arange(g1 - g0)
             tab = pa.table({"part": pa.array(np.full(m, t.payload["index"], np.int32)),
                             "row": pa.array(np.arange(m, dtype=np.int32)),
                             "reason": pa.concat_arrays([reason_s[g0:g1], none]).take(at_a),
                             "kept_id": pa.concat_arrays([rep_ids[g0:g1], none]).take(at_a),
                             "detail": pa.concat_arrays([detail_a[g0:g1], none]).take(at_a),
-                            "cluster": pa.concat_arrays([own, rep_ids[g0:g1]]).take(pa.array(cl))},
+                            "cluster": pa.concat_arrays([ids.part(k), rep_ids[g0:g1]]).take(pa.array(cl))},
                            schema=DECISIONS)
             w = shards.PartWriter(decisions_path(folder, t.payload["index"]), DECISIONS)
             for bt in tab.to_batches():
@@ -411,29 +477,6 @@ class Dedup(Stage):
         shards.atomic_write_json(os.path.join(folder, ".work", "prepared.json"), stats)
         for sub in ("map", "reduce"):  # only decisions are needed now
             shutil.rmtree(os.path.join(folder, ".work", sub), ignore_errors=True)
-
-    def _semantic(self, idx, dirs, lo, pref, cfg) -> dict:
-        empty = {"dropped": np.zeros(0, np.int64), "kept_by": np.zeros(0, np.int64), "sim": np.zeros(0)}
-        if len(idx) < 2:
-            return {**empty, "semantic_clusters": 0}
-        embs = RowStore(dirs, "emb", lo)
-        k = semantic.n_clusters(len(idx), cfg.clusters)
-        labels = semantic.streamed_labels(lambda rows: embs.take(idx[rows]).astype(np.float32), len(idx), k,
-                                          cfg.seed, cfg.kmeans_sample)
-        pairs, _ = semantic.cluster_pairs_by(lambda rows: embs.take(idx[rows]).astype(np.float32), labels, k,
-                                             cfg.eps)
-
-        def cosine(a, b):
-            return np.einsum("ij,ij->i", embs.take(a).astype(np.float32), embs.take(b).astype(np.float32))
-
-        d, by, s, st = R.resolve(idx, pairs, pref, cosine, 1 - cfg.eps)
-        from ..embed import get_embedder
-
-        return {"dropped": d, "kept_by": by, "sim": s, "semantic_clusters": st["clusters"],
-                "semantic_reclustered": st["reclustered"],
-                "semantic_chain_kept": int(len(np.setdiff1d(st["reclustered_rows"], d))),
-                "semantic_kmeans_k": int(k),
-                "embedder": get_embedder(cfg.embedder, cache_dir=cfg.cache_dir).name}
 
     # ------------------------------------------------------------- per-part filter
     def plan(self, inp, cfg):
@@ -502,8 +545,68 @@ def _partition_tasks(kind: str, entries: int, cfg: DedupConfig) -> list[Task]:
     """Hash partitions (ranges of buckets) of `entries` keys: `partitions` of them, or one per 4M."""
     q = int(cfg.partitions) or min(N_BUCKETS, max(1, -(-entries // 4_000_000)))
     edges = np.linspace(0, N_BUCKETS, q + 1).round().astype(int)
-    return [Task(f"{kind}-{k:03d}", {"kind": kind, "name": f"{kind}-{k:03d}", "buckets": [int(edges[k]), int(edges[k + 1])]})
+    return [Task(f"{kind}-{k:03d}", {"kind": kind, "name": f"{kind}-{k:03d}", "base": kind,
+                                     "buckets": [int(edges[k]), int(edges[k + 1])]})
             for k in range(q)]
+
+
+def _one(kind: str) -> Task:
+    return Task(kind, {"kind": kind, "name": kind})
+
+
+def _merge_rounds(prefix: str, tasks: list[Task]) -> list[list[Task]]:
+    """Rounds merging the forests of `tasks` 16 at a time, down to one."""
+    base, names, rounds = tasks[0].payload["base"], [f"forest-{t.name}" for t in tasks], []
+    while len(names) > 1:
+        groups = [names[k:k + 16] for k in range(0, len(names), 16)]
+        r = len(rounds) + 1
+        rounds.append([Task(f"{prefix}-{r}-{k:03d}", {"kind": "merge", "name": f"{prefix}-{r}-{k:03d}", "base": base,
+                                                       "inputs": g}) for k, g in enumerate(groups)])
+        names = [f"forest-{t.name}" for t in rounds[-1]]
+    return rounds
+
+
+def _last_forest(red: str, base: str) -> np.ndarray:
+    """The forest of all of `base`'s partitions (the last merge's, or the only partition's)."""
+    with open(os.path.join(red, "plan.json")) as f:
+        return np.load(os.path.join(red, f"{json.load(f)[base]}.npy"))
+
+
+def _pairs_among(red: str, base: str):
+    """`pairs_among(rows)` for resolve_forest: the verified pairs of every `base` partition with
+    both ends in `rows`, read from their files (memory-mapped) when asked."""
+    files = sorted(glob.glob(os.path.join(red, f"pairs-{base}-*.npy")))
+
+    def among(rows_):
+        got = [R.among(np.load(p, mmap_mode="r"), rows_) for p in files] if len(rows_) else []
+        return unique_pairs(np.concatenate(got)) if got else np.zeros((0, 2), np.int64)
+
+    return among
+
+
+def _save_drops(red: str, step: str, d, by, s, stats: dict) -> None:
+    shards.atomic_write_bytes(os.path.join(red, f"{step}.npy"), _npy(np.stack([d, by], 1).astype(np.int64)))
+    shards.atomic_write_bytes(os.path.join(red, f"{step}-sim.npy"), _npy(np.asarray(s, np.float64)))
+    shards.atomic_write_json(os.path.join(red, f"{step}-stats.json"), stats)
+
+
+def _alive_now(red: str, a: int, b: int) -> np.ndarray:
+    """Rows [a, b) still alive after exact, prefix and near duplicates."""
+    alive = np.array(np.load(os.path.join(red, "alive.npy"), mmap_mode="r")[a:b])
+    if os.path.exists(os.path.join(red, "near.npy")):
+        d = np.load(os.path.join(red, "near.npy"))[:, 0]
+        alive[d[(d >= a) & (d < b)] - a] = False
+    return alive
+
+
+def _gather_clusters(red: str, parts: int, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster label, global row) of every alive row whose cluster falls in buckets [a, b)."""
+    labels, rows = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for p in range(parts):
+        off = np.load(os.path.join(red, f"sem-off-{p:05d}.npy"))
+        labels.append(np.load(os.path.join(red, f"sem-labels-{p:05d}.npy"), mmap_mode="r")[off[a]:off[b]])
+        rows.append(np.load(os.path.join(red, f"sem-rows-{p:05d}.npy"), mmap_mode="r")[off[a]:off[b]])
+    return np.concatenate(labels).astype(np.int64), np.concatenate(rows).astype(np.int64)
 
 
 def _gather(dirs, offsets, off_name, a, b, key_name, row_name, index=False):
