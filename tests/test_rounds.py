@@ -321,3 +321,29 @@ def test_mix_settings_fit_the_domains_a_round_holds():
     assert p == {"strategy": "multi_task"} and "multi_task" in note
     p = {"strategy": "multi_task", "alpha": 0.5}
     assert rounds._fit_domains(p, {"general"}) is None and p == {"strategy": "multi_task", "alpha": 0.5}
+
+
+def test_exclude_near_drops_what_leaks_into_fixed_sets(tmp_path):
+    """The leakage filter a round runs before mixing: same id, or a near copy under another id,
+    of a fixed validation record is dropped; the rest is copied with its counts."""
+    from pipeline import runner
+    from pipeline.stages.mix import exclude_near
+
+    def conv(i, words):
+        return {"id": f"r{i}", "messages": [{"role": "user", "content": f"How do I {words}?"},
+                                            {"role": "assistant", "content": f"To {words}, open the settings page, "
+                                                                             f"choose the option and save it."}]}
+    topics = ["reset my router password", "export a spreadsheet to csv", "bake sourdough bread at home",
+              "renew a passport online", "tune a guitar by ear", "back up photos from a phone"]
+    val = [conv(0, topics[0]), conv(1, topics[1])]
+    src = [conv(0, topics[0]),                                   # the same record (id r0)
+           {**conv(9, topics[1]), "id": "copy-of-r1"},           # a near copy under another id
+           *[conv(i, t) for i, t in enumerate(topics[2:], 2)]]   # unrelated
+    for name, rows in (("val", val), ("src", src)):
+        runner.run_stage("extract", {"domain": "general"}, write_jsonl(tmp_path / f"{name}.jsonl", rows),
+                         str(tmp_path / name), progress=False)
+    rep = exclude_near([str(tmp_path / "val")], [str(tmp_path / "src")], [str(tmp_path / "out")])
+    kept = sorted(r["id"] for r in shards.iter_records(str(tmp_path / "out")))
+    assert kept == ["r2", "r3", "r4", "r5"]
+    assert rep["sources"][str(tmp_path / "src")] == {"n": 6, "excluded_leakage": 2, "kept": 4}
+    assert shards.load_manifest(str(tmp_path / "out"))["counts"]["records_out"] == 4
