@@ -168,6 +168,33 @@ def _cmd_pool(a) -> int:
     return 0
 
 
+def _cmd_round(a) -> int:
+    from .rounds import print_decision, rollback, run_round
+
+    if a.rollback:
+        r = rollback(a.rollback)
+        print(f"models/current -> models/{r['current']} (was {('models/' + r['from']) if r['from'] else 'base'})")
+        return 0
+    missing = [o for o, v in (("--pool", a.pool), ("--config", a.config), ("--train", a.train), ("--batch", a.batch))
+               if not v]
+    if missing:
+        raise ConfigError(f"round: {', '.join(missing)} required (or --rollback POOL)")
+    d = run_round(a.pool, a.config, a.train, a.batch, name=a.name, sets=parse_set(a.set), since=a.since,
+                  source=a.source, domain=a.domain, workers=a.workers, progress=not a.quiet, engine=a.engine,
+                  ray_address=a.ray_address, log=sys.stderr)
+    print_decision(d, sys.stdout)
+    if d.get("id"):
+        print(f"decision: {os.path.join(a.pool, 'rounds', d['id'], 'decision.json')}")
+    return 0 if d["promoted"] else 1
+
+
+def _cmd_rounds(a) -> int:
+    from .rounds import list_rounds
+
+    list_rounds(a.dir, sys.stdout)
+    return 0
+
+
 def _cmd_scan(a) -> int:
     from .scan import scan_folder
 
@@ -392,6 +419,28 @@ def _flywheel_commands(sub) -> None:
     po = sub.add_parser("pool", help="admitted batches of a pool and their totals")
     po.add_argument("dir", metavar="POOL_DIR", help="the training pool")
     po.set_defaults(fn=_cmd_pool)
+
+    ro = sub.add_parser("round", help="admit a batch, train on from the current model, evaluate, promote or refuse",
+                        epilog="Exit 0 promoted, 1 refused (data or eval gate) or nothing new, 2 error. "
+                               "docs/flywheel.md#rounds")
+    ro.add_argument("--pool", metavar="POOL_DIR", help="the training pool (made when missing)")
+    ro.add_argument("--config", help="build config: stages for admit, `mix:` for the round's mix, `round:` settings")
+    ro.add_argument("--train", help="training config (YAML); its model is the base until a round is promoted")
+    ro.add_argument("--batch", nargs="+", help="new log file(s) / folder(s) / glob(s)")
+    ro.add_argument("--name", help="round and batch name (default: the UTC time, 20261201T020000Z)")
+    ro.add_argument("--since", metavar="cursor|TIME", help="only log files changed after the pool's cursor for "
+                                                           "each --batch source (`cursor`) or after TIME")
+    ro.add_argument("--source", help="source of batch inputs the config does not list (default: flywheel)")
+    ro.add_argument("--domain", help="domain of batch inputs the config does not list (default: general)")
+    ro.add_argument("--rollback", metavar="POOL_DIR", help="switch models/current back to the previous promoted model")
+    _sets(ro, "train.lr=1e-4, eval.max_regression=0.05, round.replay=0.2, or admit's limits and STAGE.key=value")
+    _engine_args(ro)
+    _quiet(ro)
+    ro.set_defaults(fn=_cmd_round)
+
+    rs = sub.add_parser("rounds", help="a pool's rounds, their verdicts and the current model")
+    rs.add_argument("dir", metavar="POOL_DIR", help="the training pool")
+    rs.set_defaults(fn=_cmd_rounds)
 
 
 def _pii_commands(sub) -> None:

@@ -13,9 +13,11 @@ from .config import ConfigError, closest, config_problems, did_you_mean, unknown
 from .engines import ENGINES
 from .stages import STAGES, get_stage
 
-# Top-level keys of a build config; `flywheel:` holds the limits `turnforge admit` reads;
-# `parquet: true` adds zstd Parquet copies of every shard folder's data (docs/output.md).
-TOP_KEYS = ("seed", "rows_per_part", "batch_rows", "inputs", "stages", "mix", "engine", "flywheel", "parquet")
+# Top-level keys of a build config; `flywheel:` holds the limits `turnforge admit` reads, `round:` the
+# settings of `turnforge round` (docs/flywheel.md); `parquet: true` adds zstd Parquet copies of every
+# shard folder's data (docs/output.md).
+TOP_KEYS = ("seed", "rows_per_part", "batch_rows", "inputs", "stages", "mix", "engine", "flywheel", "parquet",
+            "round")
 ENGINE_KEYS = ("name", "address")
 
 

@@ -19,8 +19,8 @@ PACKAGES = ("pipeline", "discriminators", "trainer")
 # is placed here (longest prefix wins).
 LAYER_OF_PREFIX = {
     "pipeline.cli": "cli",
-    **{f"pipeline.{m}": "app" for m in ("runner", "preflight", "engines", "flywheel", "judge", "validate", "report",
-                                       "scan", "labeling")},
+    **{f"pipeline.{m}": "app" for m in ("runner", "preflight", "engines", "flywheel", "rounds", "judge", "validate",
+                                       "report", "scan", "labeling")},
     "pipeline.stages": "stage",
     **{f"pipeline.{m}": "capability" for m in ("dedup", "quality", "mixing", "pii", "synth")},
     "discriminators": "capability",

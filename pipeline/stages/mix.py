@@ -455,3 +455,34 @@ def _by_source(cat: Catalog, srcs: list[Source], rows: np.ndarray) -> dict:
         if m.any():
             out[s.name] = {"domain": s.domain, "count": int(m.sum())}
     return out
+
+
+def exclude_near(validation: list[str], sources: list[str], outs: list[str], params: dict | None = None,
+                 progress: bool = False) -> dict:
+    """Copy each source folder to its `outs` folder without the records that leak into fixed
+    validation folders: same id / dedup cluster as a validation record, or estimated Jaccard >=
+    `leak_threshold` to one (the hold-out's own rules, step 2 of the module doc). For sets held
+    out once and kept (the flywheel's pool); returns per source n, excluded, kept and examples."""
+    cfg = make_config(MixConfig, dict(params or {}))
+    specs = [{"path": v} for v in validation] + [{"path": s} for s in sources]
+    cat = Catalog(specs)
+    in_val = cat.folder < len(validation)
+    excluded = ~in_val & np.isin(cat.group, np.unique(cat.group[in_val]))
+    examples: list = []
+    if in_val.any():
+        near, examples = _near_validation(cat, in_val | excluded, in_val, cfg, progress)
+        excluded |= near
+    report = {"examples": examples, "sources": {}}
+    for k, (src, out) in enumerate(zip(sources, outs)):
+        fi = len(validation) + k
+        rows = np.flatnonzero((cat.folder == fi) & ~excluded)
+        n = int((cat.folder == fi).sum())
+        report["sources"][src] = {"n": n, "excluded_leakage": n - len(rows), "kept": int(len(rows))}
+        shards.prepare(out)
+        write_rows(cat, rows, out, cfg.rows_per_part)
+        shards.mark_complete(out, {"stage": "mix", "mix_stage": "exclude_near", "source": src,
+                                   "validation": list(validation), "counts": _counts(len(rows)),
+                                   "excluded_leakage": n - len(rows), "accounting_ok": True,
+                                   "raw_personal_data": shards.holds_raw_personal_data(src),
+                                   "data_parts": [os.path.basename(p) for p in shards.data_files(out)]})
+    return report
