@@ -125,7 +125,7 @@ class Catalog:
             path = spec["path"]
             if not shards.is_complete(path):
                 raise ConfigError(f"mix: source {path!r} is not a finished shard folder (_SUCCESS missing)")
-            parts = shards.data_files(path)
+            parts = shards.verified_files(path)  # set and sizes as its manifest says
             n0 = file_lo[-1]
             for p in parts:
                 rows = 0
