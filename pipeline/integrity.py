@@ -122,14 +122,13 @@ def named_error(e: OSError, prefix: str) -> OSError:
 HASH = "xxh3_64"
 
 
-def hash_file(path: str, chunk: int = 8 << 20) -> str:
-    h = xxhash.xxh3_64()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
+def hash_file(path: str, chunk: int = 4 << 20) -> str:
+    """xxh3-64 of a file, read into one reused buffer (memory stays at `chunk`)."""
+    h, buf = xxhash.xxh3_64(), bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
@@ -206,6 +205,7 @@ class FolderLock:
         if self._holder_of_parent():
             self.nested = True
             return
+        self._check_ancestors()
         self.created = not os.path.exists(self.folder)
         os.makedirs(self.folder, exist_ok=True)
         info = {"pid": os.getpid(), "host": HOST, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -232,6 +232,21 @@ class FolderLock:
             self._beat.start()
             return
         raise LockHeld(f"{self.folder}: could not take the lock {self.path} (other runs keep taking it)")
+
+    def _check_ancestors(self) -> None:
+        """A live run holding a folder above this one (a build's OUT, a pool) owns this one too:
+        `turnforge stage --out OUT/stages/02-quality` during that build is refused."""
+        d = os.path.dirname(self.folder)
+        while True:
+            if os.path.exists(os.path.join(d, LOCK_NAME)):
+                above = FolderLock(d, stale_after_s=self.stale_after_s)
+                holder = above._read()
+                if above._stale(holder) is None:
+                    raise LockHeld(f"{self.folder} is inside {d}, which is in use by another run: {describe(holder)}")
+            up = os.path.dirname(d)
+            if up == d:
+                return
+            d = up
 
     def _read(self) -> dict:
         try:

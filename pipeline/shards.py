@@ -199,8 +199,13 @@ def prepare(folder: str, owner_only: bool = False) -> None:
             os.chmod(os.path.join(folder, sub), 0o700)
     if owner_only:
         os.chmod(folder, 0o700)
-    for tmp in glob.glob(os.path.join(folder, "**", "*.tmp"), recursive=True):
-        os.remove(tmp)
+    for tmp in glob.glob(os.path.join(folder, "**", "*.tmp"), recursive=True):  # files and folders
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.remove(tmp)
 
 
 @contextlib.contextmanager

@@ -371,3 +371,34 @@ def test_second_admission_into_a_pool_in_use_is_refused(tmp_path):
                                                      name="x", progress=False))
     assert status != 0 and "is in use by another run" in res["error"]
     assert glob.glob(os.path.join(pool, "*")) == []
+
+
+def test_disk_full_names_the_file_and_stage_and_leaves_no_temp_files(built):
+    """A file-size limit (RLIMIT_FSIZE, in a forked child) makes writes fail with EFBIG the way
+    a full disk fails them with ENOSPC: the error names the part and the stage, and the part's
+    temp file is removed."""
+    import resource
+
+    out = str(built["dir"] / "full")
+
+    def run():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+        runner.run_stage("extract", {"tail_turns": 4}, str(built["dir"] / "in" / "log0.jsonl"), out,
+                         rows_per_part=100_000, progress=False)
+
+    status, res = forked(run)
+    assert status != 0
+    err = res["error"]
+    assert "stage extract task" in err and "cannot write" in err and "data/part-" in err and "too large" in err
+    assert glob.glob(os.path.join(out, "**", "*.tmp"), recursive=True) == []
+    assert not os.path.exists(os.path.join(out, integrity.LOCK_NAME))  # released on the way out
+
+
+def test_stage_inside_a_build_in_use_is_refused(tmp_path):
+    out = str(tmp_path / "out")
+    with integrity.FolderLock(out, "build"):
+        status, res = forked(lambda: runner.run_stage("extract", {}, os.path.join(SAMPLES, "openai"),
+                                                       os.path.join(out, "stages", "01-extract"), progress=False))
+    assert status != 0 and "inside" in res["error"] and "in use by another run" in res["error"]
+    assert not os.path.exists(os.path.join(out, "stages", "01-extract"))
