@@ -238,13 +238,15 @@ def is_complete(folder: str) -> bool:
     return os.path.exists(os.path.join(folder, SUCCESS))
 
 
-def mark_complete(folder: str, manifest: dict) -> None:
-    """Write the manifest (with every part's rows, bytes and hash added under `parts` when the
-    caller has not) and then _SUCCESS."""
+def mark_complete(folder: str, manifest: dict) -> dict:
+    """Write the manifest and then _SUCCESS. Every part's rows, bytes and hash are added to
+    `manifest` under `parts` (in place, so what a caller returns equals what a later run
+    loads) unless the caller set them; returns it."""
     if "parts" not in manifest:
-        manifest = {**manifest, "parts": parts_info(folder)}
+        manifest["parts"] = parts_info(folder)
     atomic_write_json(os.path.join(folder, "manifest.json"), manifest)
     atomic_write_bytes(os.path.join(folder, SUCCESS), b"")
+    return manifest
 
 
 def data_files(folder: str, sub: str = "data") -> list[str]:
