@@ -3,7 +3,8 @@ run on the same bytes:
 
 1. hashing while writing: the extract output's parts written again with shards.PartWriter
    (xxh3 of every byte, rows/bytes/hash noted for the manifest) vs a plain Arrow stream writer
-   with the same fsync and rename;
+   with the same fsync and rename; and the same stream written into memory, through the
+   hashing sink or not (the hashing's CPU cost without the disk's noise);
 2. a stage's input check: shards.check_parts(folder, deep=True) (every part's size and hash) vs
    the quality stage that then reads that folder (1 worker), and vs one plain read of its parts;
 3. a reader's check: shards.iter_batches (set and sizes first, rows as read) vs iterating the
@@ -87,6 +88,21 @@ def main() -> None:
         t_plain_write = min(t_plain_write, best(lambda: rewrite(parts, os.path.join(a.work, "w0"), False), 1))
         t_hash_write = min(t_hash_write, best(lambda: rewrite(parts, os.path.join(a.work, "w1"), True), 1))
 
+    batches = [b for p in parts for b in shards.iter_batches_of(p)]
+
+    def to_memory(hashed: bool) -> None:  # the hashing alone, without the disk and its fsync
+        import io
+        sink = integrity.HashingSink(io.BytesIO()) if hashed else io.BytesIO()
+        with pa.ipc.new_stream(sink, shards.SCHEMA) as w:
+            for b in batches:
+                w.write_batch(b)
+
+    t_mem_plain = t_mem_hash = float("inf")
+    for _ in range(a.repeat):
+        t_mem_plain = min(t_mem_plain, best(lambda: to_memory(False), 1))
+        t_mem_hash = min(t_mem_hash, best(lambda: to_memory(True), 1))
+    del batches
+
     t_deep = best(lambda: shards.check_parts(ext, deep=True), a.repeat)
     t_read = best(lambda: [None for p in parts for _ in shards.iter_batches_of(p)], a.repeat)
     t_checked = best(lambda: [None for _ in shards.iter_batches(ext)], a.repeat)
@@ -101,6 +117,8 @@ def main() -> None:
     print(f"N={a.n} conversations, extract output {mb:.1f} MB in {len(parts)} parts; extract {t_extract:.2f} s")
     print(f"1. write parts: plain {ms(t_plain_write)}, with rows/bytes/xxh3 {ms(t_hash_write)}: "
           f"{t_hash_write / t_plain_write:.2f}x")
+    print(f"   the same stream into memory (no disk): plain {ms(t_mem_plain)}, through the hashing sink "
+          f"{ms(t_mem_hash)}: {t_mem_hash / t_mem_plain:.2f}x")
     print(f"2. input check (sizes + xxh3 of {mb:.1f} MB) {ms(t_deep)} ({mb / t_deep:,.0f} MB/s) = "
           f"{t_deep / t_quality:.4f}x the quality stage reading it ({t_quality:.2f} s); "
           f"{t_deep / t_read:.2f}x one plain read of the parts ({ms(t_read)})")

@@ -148,7 +148,13 @@ def _run_stage_locked(stage, name, params, cfg, inp, folder, seed, ident, fp, ro
         if m.get("fingerprint") != fp:
             raise ConfigError(f"{folder} was built {_what_changed(m, params, inp, seed, ident)}; it is not reused. "
                               f"Delete it and the stages built from it (rm -r {folder} ...) or choose another --out")
-        return m
+        problems = shards.check_parts(folder)
+        if not problems:
+            return m
+        # a finished folder whose parts no longer match its manifest is built again (same config)
+        print(f"warning: {folder} no longer matches its manifest ({'; '.join(problems[:3])}"
+              f"{'; ...' if len(problems) > 3 else ''}); rebuilding it", file=sys.stderr)
+        _clear(folder)
     stage.check_input(inp, cfg)  # before the folder exists: a failed start must not block the next command
     if inp and not input_checked and os.path.isdir(os.path.join(inp, "data")):
         shards.verify(inp, ("data",), deep=True)  # every part whole and unchanged before it is read

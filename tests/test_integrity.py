@@ -402,3 +402,15 @@ def test_stage_inside_a_build_in_use_is_refused(tmp_path):
                                                        os.path.join(out, "stages", "01-extract"), progress=False))
     assert status != 0 and "inside" in res["error"] and "in use by another run" in res["error"]
     assert not os.path.exists(os.path.join(out, "stages", "01-extract"))
+
+
+def test_stage_rerun_rebuilds_its_own_damaged_folder(built, capsys):
+    out = str(built["dir"] / "stage-again")
+    inp = str(built["dir"] / "in" / "sft.jsonl")
+    runner.run_stage("extract", {"tail_turns": 4}, inp, out, progress=False, rows_per_part=25, batch_rows=10)
+    before = {p: open(p, "rb").read() for p in shards.data_files(out)}
+    cut_at_batch_boundary(shards.data_files(out)[0])
+    runner.run_stage("extract", {"tail_turns": 4}, inp, out, progress=False, rows_per_part=25, batch_rows=10)
+    assert "no longer matches its manifest" in capsys.readouterr().err
+    assert {p: open(p, "rb").read() for p in shards.data_files(out)} == before
+    assert shards.check_parts(out, deep=True) == []
