@@ -11,8 +11,8 @@ run on the same bytes:
    same parts unchecked.
 
 Data: scale_bench's generator (seeded; ~45% en, ~45% zh, ~10% mixed chats, ~1.8 KB of text).
-Timings are the best of --repeat runs (the two writers interleaved) (the page cache is warm after the first, as it is for a
-stage reading what the previous stage just wrote).
+Timings are the best of --repeat runs (the two writers interleaved; the page cache is warm
+after the first, as it is for a stage reading what the previous stage just wrote).
 
     nice -n 10 .venv/bin/python bench/integrity_bench.py --n 20000
 Measures the pipeline/ of the tree holding this file. Nothing is asserted; nothing is downloaded.

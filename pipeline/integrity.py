@@ -110,7 +110,10 @@ def named_error(e: OSError, prefix: str) -> OSError:
     """The same kind of OSError with `prefix: ` before its message (a stage, a file)."""
     if not prefix:
         return e
-    msg = f"{prefix}: {e.strerror + (f' ({e.filename})' if e.filename and e.filename not in prefix else '') if e.strerror else e}"
+    what = e.strerror or str(e)
+    if e.strerror and e.filename and str(e.filename) not in prefix:
+        what += f" ({e.filename})"
+    msg = f"{prefix}: {what}"
     try:
         return type(e)(e.errno, msg) if e.errno else type(e)(msg)
     except TypeError:
@@ -209,7 +212,7 @@ class FolderLock:
         self.created = not os.path.exists(self.folder)
         os.makedirs(self.folder, exist_ok=True)
         info = {"pid": os.getpid(), "host": HOST, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "started_unix": time.time(), "token": self.token, "what": self.what, "argv": sys.argv[:6]}
+                "started_unix": time.time(), "token": self.token, "what": self.what}  # no argv: a --set secret
         data = (json.dumps(info, indent=2) + "\n").encode()
         for _ in range(5):
             try:

@@ -290,7 +290,8 @@ def check_parts(folder: str, subs: Iterable[str] = SUBS, deep: bool = False) -> 
         want = {k: v for k, v in listed.items() if k.split("/", 1)[0] == sub}
         have = {os.path.relpath(p, folder): p for p in data_files(folder, sub)}
         for rel in sorted(set(want) - set(have)):
-            problems.append(f"{os.path.join(folder, rel)}: missing (the manifest lists it with {want[rel]['rows']} rows)")
+            problems.append(f"{os.path.join(folder, rel)}: missing (the manifest lists it with "
+                            f"{want[rel]['rows']} rows)")
         for rel in sorted(set(have) - set(want)):
             problems.append(f"{have[rel]}: not in the manifest (a stray part)")
         for rel in sorted(set(want) & set(have)):

@@ -290,7 +290,8 @@ def test_admission_killed_after_every_file_operation_then_rerun_equals_uninterru
     cfg.write_text(json.dumps({"seed": 0, "rows_per_part": 8, "stages": [{"name": "extract"}]}))
     other = write_jsonl(tmp_path / "b2.jsonl", [
         {"messages": [{"role": "user", "content": f"第 {i} 个问题：怎么把文件 {i} 转成 PDF？"},
-                      {"role": "assistant", "content": f"用导出菜单，第 {i} 步选 PDF。"}]} for i in range(30)])
+                      {"role": "assistant", "content": f"用导出菜单，第 {i} 步选 PDF。"}]}
+        for i in range(30)])
     pool = str(tmp_path / "pool")
     assert flywheel.admit(str(cfg), [OPENAI], pool, name="b1", progress=False)["admitted"]
     pristine = str(tmp_path / "pristine")
