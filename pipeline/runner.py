@@ -358,7 +358,6 @@ def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool
                 raise ConfigError(f"{config_path}: mix must be the last stage")
             mix = _build_mix(params, prev, out, seed, progress)
             continue
-
         if name == "extract" and "inputs" in cfg:
             params.setdefault("inputs", cfg["inputs"])
         folder = os.path.join(out, "stages", f"{k:02d}-{name}")
