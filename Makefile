@@ -25,13 +25,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Every benchmark (figures in docs/benchmarks.md); all but extract, train and mix read
+# Every benchmark (figures in docs/benchmarks.md); all but extract, train, mix and output read
 # ../shared/evaldata. Run on a quiet machine: the speed figures are ratios within one run.
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/extract_bench.py
 	$(PY) bench/train_bench.py
 	$(PY) bench/mix_bench.py
+	$(PY) bench/output_bench.py
 	$(PY) bench/dedup_bench.py
 	$(PY) bench/embed_bench.py
 	$(PY) bench/pii_bench.py
@@ -39,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/topic_bench.py
 	$(PY) bench/synth_bench.py
 	$(PY) bench/judge_bench.py
+	$(PY) bench/label_bench.py
 	$(PY) bench/scale_bench.py
 
 clean:

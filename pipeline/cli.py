@@ -78,12 +78,26 @@ def _cmd_inspect(a) -> int:
 
 
 def _cmd_export(a) -> int:
-    from .io.writers import write_jsonl
+    from .io.writers import add_dataset_info, dataset_info_entry, write_jsonl
 
     folder = shards.shard_folder(a.dir)  # before the output file is made: a typo writes nothing
-    with open(a.out, "w", encoding="utf-8") as f:
-        n = write_jsonl(shards.iter_records(folder), a.format, f)
-    print(f"{n} records -> {a.out} ({a.format})")
+    if a.format == "parquet":
+        from .card import export_parquet
+
+        n, files = export_parquet(folder, a.out)
+        print(f"{n} records -> {a.out} (parquet, zstd, {len(files)} file(s))")
+        return 0
+    fmt, path = a.format, a.out
+    if fmt == "llamafactory":  # a ready dataset_dir: OUT/NAME.jsonl (sharegpt) + OUT/dataset_info.json
+        os.makedirs(a.out, exist_ok=True)
+        fmt, path = "sharegpt", os.path.join(a.out, os.path.basename(os.path.abspath(a.out)) + ".jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        n = write_jsonl(shards.iter_records(folder), fmt, f)
+    base = os.path.basename(path)
+    info = add_dataset_info(os.path.dirname(os.path.abspath(path)), base.rsplit(".jsonl", 1)[0],
+                            dataset_info_entry(fmt, base))
+    print(f"{n} records -> {path} ({fmt}); LLaMA-Factory entry -> {info} (docs/output.md)")
     return 0
 
 
@@ -186,6 +200,13 @@ def _cmd_judge(a) -> int:
 
 
 def _cmd_discriminator(a) -> int:
+    if a.disc_cmd == "label":  # an LLM's labels: 0 all labelled, 1 some left unlabelled (docs/cli.md)
+        from .labeling import out_paths, print_summary, run_label
+
+        s = run_label(a.inp, a.out, parse_set(a.set))
+        print_summary(s, sys.stdout)
+        print(f"labelled: {a.out}; summary: {out_paths(a.out)[1]}")
+        return 1 if s["unlabelled"] else 0
     from discriminators.topic_continuity import tools
 
     if a.disc_cmd == "train":
@@ -331,11 +352,14 @@ def _data_commands(sub) -> None:
     r.add_argument("--out", metavar="FILE", help="default: OUT/report.html")
     r.set_defaults(fn=_cmd_report)
 
-    e = sub.add_parser("export", help="write a shard folder as openai / sharegpt / alpaca JSONL")
+    e = sub.add_parser("export", help="write a shard folder as openai / sharegpt / alpaca JSONL (with a "
+                                      "LLaMA-Factory dataset_info.json entry) or Parquet")
     e.add_argument("dir", help="a shard folder, or a build folder (its last stage)")
-    e.add_argument("--format", choices=["openai", "sharegpt", "alpaca"], default="openai",
-                   help="output format (default openai)")
-    e.add_argument("--out", required=True, help="the JSONL file to write")
+    e.add_argument("--format", choices=["openai", "sharegpt", "alpaca", "llamafactory", "parquet"], default="openai",
+                   help="output format (default openai); llamafactory: a folder with NAME.jsonl (sharegpt) and "
+                        "dataset_info.json; parquet: zstd (docs/output.md)")
+    e.add_argument("--out", required=True, help="the JSONL file to write (its folder gets dataset_info.json); "
+                                                "llamafactory: a folder; parquet: FILE.parquet or a folder of parts")
     e.set_defaults(fn=_cmd_export)
 
 
@@ -402,8 +426,8 @@ def _judge_command(sub) -> None:
 
 
 def _discriminator_commands(sub) -> None:
-    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict")
-    dsub = dc.add_subparsers(dest="disc_cmd", required=True, help="train, eval or predict")
+    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict, label")
+    dsub = dc.add_subparsers(dest="disc_cmd", required=True, help="train, eval, predict or label")
     fmts = "jsonl|tiage|dialseg|woz|chats"
     dt = dsub.add_parser("train", help="fit, calibrate and save a model (model.json + weights.npz)")
     dt.add_argument("--data", action="append", default=[], metavar="[FORMAT:]PATH", help=f"labelled data; FORMAT {fmts}")
@@ -424,6 +448,14 @@ def _discriminator_commands(sub) -> None:
     dp = dsub.add_parser("predict", help="write topic_continuity / topic_switch on every message after the first")
     dp.add_argument("--in", dest="inp", required=True, help="chats: JSONL of {messages: [{role, content}]}")
     dp.add_argument("--out", required=True, help="the JSONL file to write")
+    dl = dsub.add_parser("label", help="ask an OpenAI-compatible model whether each user message continues the "
+                                       "topic; writes the labelled JSONL `train` reads; exit 1 when some stay unlabelled")
+    dl.add_argument("--in", dest="inp", required=True,
+                    help="chats (file/folder/glob as extract reads them), a shard folder, or FORMAT:PATH with "
+                         "FORMAT jsonl|tiage|dialseg|woz to compare with its gold labels")
+    dl.add_argument("--out", required=True, help="the JSONL file to write (+ .rejected.jsonl, .summary.json)")
+    _sets(dl, "base_url, model (required), roles, max_requests, concurrency, cache_dir, extract.KEY, ...")
+    dl.set_defaults(fn=_cmd_discriminator)
     for x in (dt, de, dp):
         x.add_argument("--cache", help="embedding cache folder (default: $TURNFORGE_EMBED_CACHE, else none)")
         x.set_defaults(fn=_cmd_discriminator)

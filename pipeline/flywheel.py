@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow.compute as pc
 import yaml
 
-from . import integrity, runner, shards
+from . import card, integrity, runner, shards
 from .config import ConfigError, load_config, make_config
 from .dedup.minhash import MinHasher, band_keys, choose_bands
 from .stages.base import StageFailed
@@ -349,6 +349,7 @@ def _accept(pool: str, out: str, final: str, name: str, decision: dict, sig: np.
     buf = io.BytesIO()  # listed by pool.json only after the commit: unseen by novelty checks until then
     np.savez_compressed(buf, signatures=sig, **{k: np.array(v) for k, v in mh_settings.items()})
     shards.atomic_write_bytes(os.path.join(pool, sig_rel), buf.getvalue(), f"admit {name}")
+    card.write_card(tmp, m)  # load_dataset(POOL/batches/ID) like any shard folder
     shards.mark_complete(tmp, m)
     decision.update(admitted=True, failed=[], folder=os.path.relpath(dest, pool), signatures=sig_rel, id=bid)
     after = {**meta, "minhash": meta.get("minhash") or mh_settings,

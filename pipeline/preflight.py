@@ -13,8 +13,9 @@ from .config import ConfigError, closest, config_problems, did_you_mean, unknown
 from .engines import ENGINES
 from .stages import STAGES, get_stage
 
-# Top-level keys of a build config; `flywheel:` holds the limits `turnforge admit` reads.
-TOP_KEYS = ("seed", "rows_per_part", "batch_rows", "inputs", "stages", "mix", "engine", "flywheel")
+# Top-level keys of a build config; `flywheel:` holds the limits `turnforge admit` reads;
+# `parquet: true` adds zstd Parquet copies of every shard folder's data (docs/output.md).
+TOP_KEYS = ("seed", "rows_per_part", "batch_rows", "inputs", "stages", "mix", "engine", "flywheel", "parquet")
 ENGINE_KEYS = ("name", "address")
 
 
@@ -56,6 +57,8 @@ def _number_problems(cfg: dict) -> list[str]:
         v = cfg.get(key, low)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             bad.append(f"{key}: {v!r} must be an integer >= {low}")
+    if not isinstance(cfg.get("parquet", False), bool):
+        bad.append(f"parquet: {cfg['parquet']!r} must be true or false")
     return bad
 
 

@@ -15,7 +15,7 @@ import shutil
 import sys
 from typing import Any
 
-from . import integrity, progress, report, shards
+from . import card, integrity, progress, report, shards
 from .config import ConfigError, load_config, make_config
 from .engines import Engine, get_engine
 from .stages import STAGES, get_stage  # noqa: F401 (STAGES: the CLI's stage names)
@@ -180,6 +180,7 @@ def _run_stage_locked(stage, name, params, cfg, inp, folder, seed, ident, fp, ro
             "input_identity": ident,
             **extra,
         }
+        card.write_card(folder, manifest)  # README.md with `configs:`: load_dataset(folder) reads data/ only
         shards.mark_complete(folder, manifest)
     return manifest
 
@@ -357,6 +358,8 @@ def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool
             if k != len(entries):
                 raise ConfigError(f"{config_path}: mix must be the last stage")
             mix = _build_mix(params, prev, out, seed, progress)
+            for f in card.final_folders(os.path.join(out, "final")) if cfg.get("parquet") else []:
+                card.write_parquet(f)  # parquet: true, docs/output.md
             continue
         if name == "extract" and "inputs" in cfg:
             params.setdefault("inputs", cfg["inputs"])
@@ -364,6 +367,8 @@ def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool
         reused = shards.is_complete(folder)  # and run_stage checks it was built from this input
         m = run_stage(name, params, prev, folder, seed=seed, progress=progress, engine=engine,
                       input_checked=input_checked and k - 1 == first_to_run, **run_opts)
+        if cfg.get("parquet"):
+            card.write_parquet(folder)
         funnel.append({"stage": name, "folder": os.path.relpath(folder, out), **m["counts"]})
         if progress:
             c = m["counts"]

@@ -1,7 +1,8 @@
 """Chat templates (Jinja, as Hugging Face tokenizers render them) shared by synthesis, which
 renders prompts, and the trainer, which renders training text and locates supervised spans."""
 
-# ChatML, the template the tiny tokenizer ships with and the default named template.
+# ChatML, the default named template (the tiny tokenizer ships CHATML_GENERATION, which renders
+# the same text).
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

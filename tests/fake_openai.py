@@ -47,8 +47,10 @@ def default_reply(messages: list[dict]) -> str:
 
 
 class FakeAPI:
-    def __init__(self, script=None, reply=default_reply, retry_after="0", slow_s=0.6, hold_s=0.0):
+    def __init__(self, script=None, reply=default_reply, retry_after="0", slow_s=0.6, hold_s=0.0,
+                 finish_reason="stop"):
         self.script = list(script or [])
+        self.finish_reason = finish_reason  # "length": every answer reads as cut off at max_tokens
         self.reply, self.retry_after, self.slow_s, self.hold_s = reply, retry_after, slow_s, hold_s
         self.requests: list[dict] = []
         self.inflight = self.max_inflight = 0
@@ -124,6 +126,7 @@ class FakeAPI:
             time.sleep(self.slow_s)
         text = action(body["messages"]) if callable(action) else self.reply(body["messages"])
         out = {"id": "x", "object": "chat.completion", "model": body.get("model"),
-               "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                            "finish_reason": self.finish_reason}],
                "usage": dict(USAGE, total_tokens=sum(USAGE.values()))}
         send(200, json.dumps(out, ensure_ascii=False).encode())

@@ -97,8 +97,15 @@ def reference(recs, threshold, keep="longest"):
     sh = {i: set(shingles("\n".join(m["content"] for m in recs[i]["messages"]), recs[i]["lang"], 3, 2))
           for i in alive}
     jac = lambda i, j: len(sh[i] & sh[j]) / max(len(sh[i] | sh[j]), 1)  # noqa: E731
-    edges = {(i, j) for a, i in enumerate(alive) for j in alive[a + 1:] if jac(i, j) >= threshold}
-    active = set(alive)
+    dropped.update({i: ("near_dup", j) for i, j in no_chain(alive, jac, threshold, better).items()})
+    return {ids[i]: (why, ids[j]) for i, (why, j) in dropped.items()}
+
+
+def no_chain(alive, sim, threshold, better):
+    """All pairs with sim >= threshold, components, in each the best kept and only the members
+    that close to it dropped; the others clustered again. {dropped: kept}."""
+    edges = {(i, j) for a, i in enumerate(alive) for j in alive[a + 1:] if sim(i, j) >= threshold}
+    active, dropped = set(alive), {}
     while edges:
         comp = {}
         for i in active:
@@ -120,11 +127,11 @@ def reference(recs, threshold, keep="longest"):
             active.discard(best)
             for i in g:
                 if i != best:
-                    if jac(i, best) >= threshold:
-                        dropped[i] = ("near_dup", best)
+                    if sim(i, best) >= threshold:
+                        dropped[i] = best
                         active.discard(i)
         edges = {(i, j) for i, j in edges if i in active and j in active}
-    return {ids[i]: (why, ids[j]) for i, (why, j) in dropped.items()}
+    return dropped
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +266,36 @@ def test_keys_and_scores_equal_the_per_record_definitions(built):
     assert classes(both) == classes([k for k, _ in ref] + [p for _, ps in ref for p in ps])
     s = batch_scores(b, "longest")
     assert np.array_equal(s[:, 1:], np.array([keep_score(r, "longest") for r in recs], dtype=float))
+
+
+def test_semantic_reduce_tasks_equal_all_pairs_and_partitions_change_no_byte(built):
+    """Semantic dedup as reduce tasks (k-means fit, assignment per part, pairs per range of
+    clusters, forests, the keep policy): with one cluster it equals all pairs by brute force on
+    the same embeddings; with several clusters and k-means on a sample, partitions and workers
+    change no byte and every drop is within eps of the record kept for it."""
+    from pipeline.embed import get_embedder
+
+    recs, eps = built["recs"], 0.04
+    heads = ["\n".join(m["content"] for m in r["messages"])[:512] for r in recs]
+    cache = str(built["dir"] / "emb-cache")  # the runs below read these vectors instead of embedding again
+    X = np.asarray(get_embedder("use-m3", cache_dir=cache).encode(heads), np.float16).astype(np.float32)
+    ids = [r["id"] for r in recs]
+    score = [keep_score(r, "longest") for r in recs]
+    want = no_chain(list(range(len(recs))), lambda i, j: float(X[i] @ X[j]), 1 - eps,
+                    lambda i: (tuple(-x for x in score[i]), ids[i]))
+    params = {"methods": "semantic", "eps": eps, "cache_dir": cache}
+    out = str(built["dir"] / "s1")
+    runner.run_stage("dedup", {**params, "clusters": 1}, built["ext"], out, progress=False)
+    got = decisions(out)
+    assert got == {ids[i]: ("semantic_dup", ids[j]) for i, j in want.items()} and len(got) > 10
+    one = None
+    for q, workers in ((1, 1), (4, 2)):
+        out = str(built["dir"] / f"sk{q}")
+        m = runner.run_stage("dedup", {**params, "clusters": 5, "kmeans_sample": 60, "partitions": q}, built["ext"],
+                             out, workers=workers, progress=False)
+        assert m["dedup"]["semantic_kmeans_k"] == 5
+        one = one or snapshot(out)
+        assert snapshot(out) == one
+    at = {x: k for k, x in enumerate(ids)}
+    for i, (_, j) in decisions(out).items():
+        assert float(X[at[i]] @ X[at[j]]) >= 1 - eps - 1e-6

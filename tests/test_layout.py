@@ -20,13 +20,13 @@ PACKAGES = ("pipeline", "discriminators", "trainer")
 LAYER_OF_PREFIX = {
     "pipeline.cli": "cli",
     **{f"pipeline.{m}": "app" for m in ("runner", "preflight", "engines", "flywheel", "judge", "validate", "report",
-                                       "scan")},
+                                       "scan", "labeling")},
     "pipeline.stages": "stage",
     **{f"pipeline.{m}": "capability" for m in ("dedup", "quality", "mixing", "pii", "synth")},
     "discriminators": "capability",
     "trainer": "trainer",
     **{f"pipeline.{m}": "core" for m in ("config", "schema", "shards", "integrity", "text", "shingles", "embed",
-                                           "templates", "io", "progress")},
+                                           "templates", "io", "progress", "card")},
     "pipeline": "core",  # the package itself: only __version__
 }
 # What each layer may import besides its own home (see `home`).

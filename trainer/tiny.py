@@ -6,7 +6,10 @@ few thousand tokens. It was trained on the team's own data_samples/ text by
 
     python -m trainer.tiny --out trainer/assets/tiny-tokenizer
 
-and byte-level fallback means no character is ever unknown (Chinese included).
+and byte-level fallback means no character is ever unknown (Chinese included). Its chat
+template is ChatML with `{% generation %}` markers (pipeline/templates.py): it renders the same
+text as plain ChatML, so the trainer's own mask is unchanged, and TRL's assistant_only_loss
+finds the assistant tokens by the markers.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import glob
 import json
 import os
 
-from pipeline.templates import CHATML
+from pipeline.templates import CHATML_GENERATION
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny-tokenizer")
 
@@ -47,7 +50,7 @@ def train_tokenizer(texts, out: str, vocab_size: int = 4096) -> None:
     with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
         json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
                    "pad_token": "<|endoftext|>", "unk_token": None, "model_max_length": 1 << 20,
-                   "chat_template": CHATML, "clean_up_tokenization_spaces": False}, f, indent=1)
+                   "chat_template": CHATML_GENERATION, "clean_up_tokenization_spaces": False}, f, indent=1)
 
 
 def load_tokenizer(path: str | None = None):

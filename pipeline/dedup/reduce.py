@@ -2,8 +2,10 @@
 signatures), with NumPy only, so memory is a few dozen bytes per conversation plus what is
 memory-mapped. Every function takes and returns arrays indexed by global row number.
 
-The keep policy is one integer per row, `pref` (lower is kept first): the keep score, then the
-smaller id, so a choice never depends on input order.
+The keep policy is an integer rank, `pref` (lower is kept first): the keep score, then the
+smaller id, so a choice never depends on input order. Functions index it as `pref[rows]`; the
+dedup stage passes an object that ranks just the rows asked for, so no rank of the whole corpus
+is held.
 """
 from __future__ import annotations
 
@@ -57,28 +59,29 @@ def lookup(table: np.ndarray, query: np.ndarray) -> np.ndarray:
     return out
 
 
-def prefix_owners(prefix_rows: np.ndarray, prefix: np.ndarray, length: np.ndarray
+def prefix_owners(prefix_rows: np.ndarray, prefix: np.ndarray, owner_length: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct prefix key, the conversation that has it and is longest (most prefixes;
-    on ties the first row): (unique keys (u, 2), owner row of each)."""
+    """Per distinct prefix key, the conversation that has it and is longest (`owner_length`, the
+    number of prefixes of each `prefix_rows` entry; on ties the smaller row): (unique keys (u, 2),
+    owner row of each)."""
     if not len(prefix_rows):
         return np.zeros((0, 2), np.uint64), np.zeros(0, np.int64)
-    order = np.lexsort((prefix_rows, -length[prefix_rows], prefix[:, 1], prefix[:, 0]))
+    order = np.lexsort((prefix_rows, -owner_length, prefix[:, 1], prefix[:, 0]))
     k = prefix[order]
     start = _runs(k)
     return k[start], prefix_rows[order][start]
 
 
-def prefix_dups(exact: np.ndarray, alive: np.ndarray, owner_keys: np.ndarray, owners: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Alive conversations whose whole exact key is a prefix key of a longer alive one:
-    (dropped rows, the longer row of each)."""
-    rows = np.flatnonzero(alive)
-    j = lookup(owner_keys, exact[rows])
+def prefix_candidates(rows: np.ndarray, exact: np.ndarray, owner_keys: np.ndarray, owners: np.ndarray
+                      ) -> np.ndarray:
+    """Conversations (`rows`, their whole keys `exact`) whose whole key is a prefix key of a
+    longer one: (row, owner) pairs. The owner must still be alive for the row to be dropped;
+    the caller checks that, since the owner's own exact group may be decided elsewhere."""
+    j = lookup(owner_keys, exact)
     hit = j >= 0
     rows, j = rows[hit], owners[j[hit]]
-    ok = (j != rows) & alive[j]
-    return rows[ok], j[ok]
+    ok = j != rows
+    return np.stack([rows[ok], j[ok]], axis=1).astype(np.int64) if ok.any() else np.zeros((0, 2), np.int64)
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import integrity, shards
+from .. import card, integrity, shards
 from ..config import ConfigError, make_config
 from ..mixing.plan import DEFAULT_SPECIALIST, STRATEGIES, Source, check_keys, holdout, make_sources, plan
 from ..mixing.weights import MixError, parse_k
@@ -380,6 +380,7 @@ def _write_folder(cat, rows, folder, cfg, manifest: dict, progress: bool) -> Non
     write_rows(cat, rows, folder, cfg.rows_per_part)
     manifest = {**manifest, "counts": _counts(len(rows)), "accounting_ok": True,
                 "data_parts": [os.path.basename(p) for p in shards.data_files(folder)]}
+    card.write_card(folder, manifest)
     shards.mark_complete(folder, manifest)
     if progress:
         print(f"[mix] {len(rows)} records -> {folder}", file=sys.stderr)
@@ -448,6 +449,7 @@ def _run_mix(sources: list, out: str, params: dict | None, seed: int | None, pro
                     "validation": hold["report"], "stages": [st["info"] for st in stages],
                     "folders": {"validation": sorted(f"validation/{d}" for d in hold["sets"]),
                                 "stages": [st["name"] for st in stages]}}
+        card.write_final_card(final, manifest)  # load_dataset(OUT/final): train and validation splits
         shards.atomic_write_json(mpath, manifest)
     return manifest
 
