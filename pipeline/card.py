@@ -25,7 +25,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import shards
+from . import integrity, shards
 from .config import ConfigError
 from .schema import REJECTED_SCHEMA, SCHEMA
 
@@ -181,7 +181,7 @@ def write_parquet(folder: str) -> list[str]:
         os.makedirs(out_dir, exist_ok=True)
         for tmp in glob.glob(os.path.join(out_dir, ".*.tmp")):  # a killed copy's; its part is redone
             os.remove(tmp)
-        for src in shards.data_files(folder):
+        for src in shards.verified_files(folder):  # parts as the manifest lists them
             dst = os.path.join(out_dir, os.path.basename(src)[:-len(".arrow")] + ".parquet")
             if not os.path.exists(dst):
                 _parquet_part([src], dst)
@@ -195,7 +195,7 @@ def _parquet_part(srcs: list[str], dst: str) -> int:
     (1,000 rows) would compress worse and write slower, a whole part at once would hold it all in
     memory."""
     # a dot name: Parquet readers of the folder (pandas, pyarrow.dataset) skip it
-    tmp = os.path.join(os.path.dirname(dst) or ".", f".{os.path.basename(dst)}.{os.getpid()}.tmp")
+    tmp = os.path.join(os.path.dirname(dst) or ".", "." + os.path.basename(integrity.temp_name(dst)))  # per writer
     rows, buf, size = 0, [], 0
     with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
         for src in srcs:

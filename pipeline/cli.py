@@ -66,7 +66,7 @@ def _cmd_mix(a) -> int:
 def _cmd_validate(a) -> int:
     from .validate import validate_path
 
-    bad = validate_path(a.path, parse_set(a.set), out=sys.stdout, limit=a.limit)
+    bad = validate_path(a.path, parse_set(a.set), out=sys.stdout, limit=a.limit, deep=a.deep)
     return 1 if bad else 0
 
 
@@ -364,6 +364,8 @@ def _data_commands(sub) -> None:
     v.add_argument("path", help="input file, folder or glob, or a shard folder")
     _sets(v, "an extract setting (format, fields, role_map, ...)")
     v.add_argument("--limit", type=int, default=0, help="print at most N problems (0: all)")
+    v.add_argument("--deep", action="store_true",
+                   help="a shard folder: also compare every part's hash with its manifest (docs/integrity.md)")
     v.set_defaults(fn=_cmd_validate)
 
     i = sub.add_parser("inspect", help="counts and a few records of a shard folder or build")

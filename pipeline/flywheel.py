@@ -10,11 +10,16 @@ POOL/signatures/NNNN-<name>.npz for later novelty checks, and POOL/pool.json get
 with every check. Any fails: the candidate moves to POOL/quarantine/<name>/ with decision.json,
 and nothing enters batches/.
 
+An admission is all or nothing (docs/integrity.md): one run per pool (POOL/.turnforge.lock);
+the batch is prepared under hidden names, then a journal (POOL/.journal.json) records the
+commit's steps before the first, so a run killed anywhere is finished by the next one.
+
     POOL/pool.json                     admitted batches (name, time, sources, counts, checks)
     POOL/batches/NNNN-<name>/          data/*.arrow, manifest.json, _SUCCESS
     POOL/signatures/NNNN-<name>.npz    MinHash signatures of its conversations
     POOL/candidates/<name>/            the batch's build (config.yaml, stages/, report.html, decision.json)
     POOL/quarantine/<name>/            a refused batch's build with decision.json
+    POOL/.journal.json                 only while an admission commits (or was killed doing so)
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import numpy as np
 import pyarrow.compute as pc
 import yaml
 
-from . import card, runner, shards
+from . import card, integrity, runner, shards
 from .config import ConfigError, load_config, make_config
 from .dedup.minhash import MinHasher, band_keys, choose_bands
 from .stages.base import StageFailed
@@ -200,17 +205,41 @@ def pool_novelty(cand: np.ndarray, pool: str, meta: dict, threshold: float) -> n
 
 
 @contextlib.contextmanager
-def _locked(pool: str):
-    """One admission at a time per pool: numbering and pool.json are read-modify-write."""
-    import fcntl
+def locked(pool: str, what: str = "admit"):
+    """One writer per pool (numbering and pool.json are read-modify-write), on a filesystem
+    several machines may share; an admission a kill interrupted is finished first. Yields what
+    that recovery finished (its decision) or None."""
+    with integrity.FolderLock(pool, what):
+        yield recover(pool)
 
-    os.makedirs(pool, exist_ok=True)
-    with open(os.path.join(pool, ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+
+def journal(pool: str) -> integrity.Journal:
+    return integrity.Journal(pool)
+
+
+def recover(pool: str) -> dict | None:
+    """Finish the commit a journal records (every step is idempotent); returns its decision."""
+    plan = journal(pool).pending()
+    if plan is None:
+        return None
+    if plan.get("op") != "admit":
+        raise ConfigError(f"{journal(pool).path}: an unfinished {plan.get('op')!r} this turnforge cannot finish")
+    _commit(pool, plan)
+    return plan["decision"]
+
+
+def _commit(pool: str, plan: dict) -> None:
+    """The admission's commit, in the journal's order: the prepared batch folder takes its
+    name, the candidate records its decision, pool.json lists the batch (the point from which
+    readers see it), and the journal goes."""
+    src, dest = os.path.join(pool, plan["prepared"]), os.path.join(pool, plan["decision"]["folder"])
+    if not os.path.exists(dest) and not os.path.exists(src):
+        raise ConfigError(f"{journal(pool).path}: the prepared batch {src} is gone; "
+                          f"delete the journal and admit {plan['decision']['name']!r} again")
+    integrity.move(src, dest)
+    shards.atomic_write_json(os.path.join(pool, plan["candidate"], "decision.json"), plan["decision"])
+    shards.atomic_write_json(os.path.join(pool, "pool.json"), plan["pool"])
+    journal(pool).done()
 
 
 def derived_config(config_path: str, batch: list[str], source: str | None, domain: str | None) -> dict:
@@ -247,8 +276,10 @@ def admit(config_path: str, batch: list[str], pool: str, *, name: str | None = N
     fly_sets, overrides = split_sets(sets or {})
     cfg_yaml = load_config(config_path)
     cfg = make_config(FlywheelConfig, {**(cfg_yaml.get("flywheel") or {}), **fly_sets})
-    with _locked(pool):
+    with locked(pool) as finished:
         meta = load_pool(pool)
+        if finished is not None and finished["name"] == name:
+            return finished  # this very admission, killed while committing, is now complete
         if any(b["name"] == name for b in meta["batches"]):
             raise ConfigError(f"batch {name!r} is already in the pool {pool}; admit new logs under a new name")
         if os.path.exists(os.path.join(pool, "quarantine", name)):
@@ -284,44 +315,60 @@ def admit(config_path: str, batch: list[str], pool: str, *, name: str | None = N
 
 
 def _refuse(pool: str, out: str, name: str, decision: dict) -> dict:
+    q = os.path.join(pool, "quarantine", name)
     decision["admitted"] = False
     decision["failed"] = [c["name"] for c in decision["checks"] if not c["passed"]]
-    shards.atomic_write_json(os.path.join(out, "decision.json"), decision)
-    q = os.path.join(pool, "quarantine", name)
-    os.makedirs(os.path.dirname(q), exist_ok=True)
-    os.replace(out, q)
     decision["folder"] = os.path.relpath(q, pool)
+    shards.atomic_write_json(os.path.join(out, "decision.json"), decision)
+    os.makedirs(os.path.dirname(q), exist_ok=True)
+    integrity.replace(out, q)  # one rename: a kill before it leaves a candidate the rerun refuses again
     return decision
 
 
 def _accept(pool: str, out: str, final: str, name: str, decision: dict, sig: np.ndarray, meta: dict,
             mh_settings: dict) -> dict:
+    """Prepare the batch under names no reader lists (nothing in the candidate is consumed, so
+    a kill here only means preparing again), then commit through the journal."""
     bid = f"{len(meta['batches']) + 1:04d}-{name}"
     dest = os.path.join(pool, "batches", bid)
-    tmp = os.path.join(pool, "batches", f".{bid}.tmp")
-    for leftover in (dest, tmp):  # from a run killed before pool.json listed it
-        shutil.rmtree(leftover, ignore_errors=True)
-    os.makedirs(tmp)
-    # data moves (no copy of a large batch); rejected/ stays in the candidate: it may hold raw
-    # text from stages before pii, and training never reads it.
-    os.replace(os.path.join(final, "data"), os.path.join(tmp, "data"))
+    tmp = os.path.join(pool, "batches", f".{bid}.prepared")
+    for leftover in (dest, tmp):  # from a run killed before the journal: never listed in pool.json
+        integrity.rmtree(leftover)
+    os.makedirs(os.path.join(tmp, "data"))
+    # data parts are hard-linked (no copy of a large batch, and the candidate stays a whole
+    # build); rejected/ stays in the candidate only: it may hold raw text from stages before
+    # pii, and training never reads it.
+    for p in shards.verified_files(final):
+        _link_or_copy(p, os.path.join(tmp, "data", os.path.basename(p)))
     m = shards.load_manifest(final)
     m["flywheel"] = {"batch": bid, "candidate": os.path.relpath(out, pool)}
+    m["parts"] = {k: v for k, v in (m.get("parts") or {}).items() if k.startswith("data/")} or \
+        shards.parts_info(tmp, ("data",))
     sig_rel = os.path.join("signatures", f"{bid}.npz")
     os.makedirs(os.path.join(pool, "signatures"), exist_ok=True)
-    with open(os.path.join(pool, sig_rel + ".tmp"), "wb") as f:
-        np.savez_compressed(f, signatures=sig, **{k: np.array(v) for k, v in mh_settings.items()})
-    os.replace(os.path.join(pool, sig_rel + ".tmp"), os.path.join(pool, sig_rel))
+    buf = io.BytesIO()  # listed by pool.json only after the commit: unseen by novelty checks until then
+    np.savez_compressed(buf, signatures=sig, **{k: np.array(v) for k, v in mh_settings.items()})
+    shards.atomic_write_bytes(os.path.join(pool, sig_rel), buf.getvalue(), f"admit {name}")
     card.write_card(tmp, m)  # load_dataset(POOL/batches/ID) like any shard folder
     shards.mark_complete(tmp, m)
-    os.replace(tmp, dest)
     decision.update(admitted=True, failed=[], folder=os.path.relpath(dest, pool), signatures=sig_rel, id=bid)
-    shards.atomic_write_json(os.path.join(out, "decision.json"), decision)
-    meta.setdefault("minhash", mh_settings)
-    meta["batches"].append({k: decision[k] for k in ("id", "name", "time", "folder", "signatures", "sources",
-                                                     "config", "counts", "funnel", "checks")})
-    shards.atomic_write_json(os.path.join(pool, "pool.json"), meta)  # the admission's commit point
+    after = {**meta, "minhash": meta.get("minhash") or mh_settings,
+             "batches": meta["batches"] + [{k: decision[k] for k in ("id", "name", "time", "folder", "signatures",
+                                                                     "sources", "config", "counts", "funnel",
+                                                                     "checks")}]}
+    plan = {"op": "admit", "prepared": os.path.relpath(tmp, pool), "candidate": os.path.relpath(out, pool),
+            "decision": decision, "pool": after}
+    journal(pool).begin(plan)
+    _commit(pool, plan)
     return decision
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(src, dst)
+    integrity.file_op()
 
 
 # ------------------------------------------------------------------ printing
@@ -335,9 +382,12 @@ def print_decision(d: dict, out: TextIO) -> None:
 
 
 def print_pool(pool: str, out: TextIO) -> None:
+    """Admitted batches with totals, refused ones in quarantine, and an admission a kill left
+    half committed. A pool with no admission yet (only refusals, or only candidates) is a pool."""
+    if not any(os.path.exists(os.path.join(pool, x)) for x in ("pool.json", "batches", "quarantine", "candidates",
+                                                                ".journal.json")):
+        raise ConfigError(f"{pool}: not a pool (no pool.json, batches/, quarantine/ nor candidates/)")
     meta = load_pool(pool)
-    if not meta["batches"] and not os.path.isdir(os.path.join(pool, "batches")):
-        raise ConfigError(f"{pool}: not a pool (no pool.json)")
     print(f"pool {pool}: {len(meta['batches'])} admitted batches", file=out)
     tot = {"conversations": 0, "messages": 0, "turns": 0}
     for b in meta["batches"]:
@@ -349,5 +399,15 @@ def print_pool(pool: str, out: TextIO) -> None:
     print(f"  total: conversations={tot['conversations']} messages={tot['messages']} turns={tot['turns']}", file=out)
     q = os.path.join(pool, "quarantine")
     refused = sorted(os.listdir(q)) if os.path.isdir(q) else []
-    if refused:
-        print(f"quarantine: {len(refused)} refused batches: {', '.join(refused)}", file=out)
+    print(f"quarantine: {len(refused)} refused batches", file=out)
+    for r in refused:
+        try:
+            with open(os.path.join(q, r, "decision.json"), encoding="utf-8") as f:
+                failed = ", ".join(json.load(f).get("failed") or []) or "-"
+        except (OSError, ValueError):
+            failed = "? (no decision.json)"
+        print(f"  quarantine/{r:<26} failed: {failed}", file=out)
+    plan = journal(pool).pending()
+    if plan is not None:
+        print(f"interrupted: the admission of {plan.get('decision', {}).get('folder')} was killed while committing; "
+              "the next `turnforge admit` into this pool finishes it", file=out)

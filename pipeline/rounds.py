@@ -177,7 +177,7 @@ def recover(pool: str) -> str | None:
         os.remove(jp)
         return f"round {j['id']}: completed its commit"
     name = j["name"]
-    with flywheel._locked(pool):  # pool.json is admit's file: edit it under admit's lock
+    with flywheel.locked(pool, "round undo"):  # pool.json is admit's file: edit it under the pool lock
         meta = flywheel.load_pool(pool)
         keep = set(j.get("batches_before") or [])
         gone = [b for b in meta["batches"] if b["name"] == name and b["id"] not in keep]

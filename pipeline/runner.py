@@ -15,7 +15,7 @@ import shutil
 import sys
 from typing import Any
 
-from . import card, progress, report, shards
+from . import card, integrity, progress, report, shards
 from .config import ConfigError, load_config, make_config
 from .engines import Engine, get_engine
 from .stages import STAGES, get_stage  # noqa: F401 (STAGES: the CLI's stage names)
@@ -42,11 +42,19 @@ def _run_task(name: str, params: dict, task_name: str, payload: dict, folder: st
         os.remove(old)  # parts of a killed attempt; rewritten identically below
     ctx = StageContext(name, folder, task_name, rows_per_part, batch_rows)
     out = shards.RollingWriter(os.path.join(folder, "data"), f"part-{task_name}", shards.SCHEMA, rows_per_part)
-    for batch in stage.run_task(payload, cfg, ctx):
-        out.write(batch)
-        ctx.records_out += batch.num_rows
-    ctx.close()
-    out.close()
+    try:
+        for batch in stage.run_task(payload, cfg, ctx):
+            out.write(batch)
+            ctx.records_out += batch.num_rows
+        ctx.close()
+        out.close()
+    except BaseException as e:
+        out.abort()  # no temp file of this attempt is left to fill the disk
+        if ctx._writer is not None:
+            ctx._writer.abort()
+        if isinstance(e, OSError) and not isinstance(e, ConfigError):
+            raise integrity.named_error(e, f"stage {name} task {task_name}") from e
+        raise
     counts = ctx.counts()
     if counts["in"] != counts["kept"] + sum(counts["rejected"].values()):
         raise RuntimeError(f"stage {name} task {task_name}: accounting broken: {counts}")
@@ -112,7 +120,7 @@ def _task_done(folder: str, task, sub: str = "") -> bool:
 
 def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers: int = 1, seed: int = 0,
               rows_per_part: int = 50_000, batch_rows: int = 1000, progress: bool = True,
-              engine: str | Engine = "local", ray_address: str | None = None) -> dict:
+              engine: str | Engine = "local", ray_address: str | None = None, input_checked: bool = False) -> dict:
     """Run one stage into `folder` (resuming it if unfinished); returns its manifest. `engine`:
     `local` (a process pool of `workers`), `ray` (Ray tasks; a local Ray with `workers` CPUs
     unless `ray_address` names a cluster) or an Engine to reuse."""
@@ -120,22 +128,37 @@ def run_stage(name: str, params: dict, inp: str | None, folder: str, *, workers:
         eng = get_engine(engine, workers, ray_address)
         try:
             return run_stage(name, params, inp, folder, seed=seed, rows_per_part=rows_per_part,
-                             batch_rows=batch_rows, progress=progress, engine=eng)
+                             batch_rows=batch_rows, progress=progress, engine=eng, input_checked=input_checked)
         finally:
             eng.close()
     stage = get_stage(name)
     cfg = make_config(stage.Config, params)
     ident = stage.input_identity(inp, cfg)
     fp = _fingerprint({"stage": name, "params": params, "input": inp, "seed": seed, "identity": ident})
+    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)  # OUT/stages/ keeps the usual mode
+    with integrity.FolderLock(folder, f"stage {name}"):  # free when a build holds OUT
+        return _run_stage_locked(stage, name, params, cfg, inp, folder, seed, ident, fp, rows_per_part,
+                                 batch_rows, progress, engine, input_checked)
+
+
+def _run_stage_locked(stage, name, params, cfg, inp, folder, seed, ident, fp, rows_per_part, batch_rows,
+                      progress, engine, input_checked) -> dict:
     if shards.is_complete(folder):
         m = shards.load_manifest(folder)
         if m.get("fingerprint") != fp:
             raise ConfigError(f"{folder} was built {_what_changed(m, params, inp, seed, ident)}; it is not reused. "
                               f"Delete it and the stages built from it (rm -r {folder} ...) or choose another --out")
-        return m
+        problems = shards.check_parts(folder)
+        if not problems:
+            return m
+        # a finished folder whose parts no longer match its manifest is built again (same config)
+        print(f"warning: {folder} no longer matches its manifest ({'; '.join(problems[:3])}"
+              f"{'; ...' if len(problems) > 3 else ''}); rebuilding it", file=sys.stderr)
+        _clear(folder)
     stage.check_input(inp, cfg)  # before the folder exists: a failed start must not block the next command
+    if inp and not input_checked and os.path.isdir(os.path.join(inp, "data")):
+        shards.verify(inp, ("data",), deep=True)  # every part whole and unchanged before it is read
     raw = _raw_personal_data(name, inp)
-    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)  # OUT/stages/ keeps the usual mode
     with shards.owner_only(raw):
         _claim(folder, fp, raw)
         tasks, counts, extra = _run_tasks(stage, name, params, inp, cfg, folder, engine, progress,
@@ -240,9 +263,17 @@ def _claim(folder: str, fp: str, owner_only: bool) -> None:
         if done:
             raise ConfigError(f"{folder} holds an unfinished run with another config or input ({done} tasks "
                               f"finished); delete it (rm -r {folder}) or choose another --out")
-        shutil.rmtree(folder)
+        _clear(folder)
     shards.prepare(folder, owner_only)
     shards.atomic_write_bytes(fp_path, fp.encode())
+
+
+def _clear(folder: str) -> None:
+    """Empty a folder, keeping the lock this run holds on it."""
+    for f in os.listdir(folder):
+        if f != integrity.LOCK_NAME:
+            p = os.path.join(folder, f)
+            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
 
 
 def _read(path: str) -> str:
@@ -269,11 +300,47 @@ def build(config_path: str, out: str, *, workers: int = 1, progress: bool = True
     check_build(cfg, config_path, overrides)  # every problem at once, before any folder or engine starts
     ec = cfg.get("engine") or {}
     ec = {"name": ec} if isinstance(ec, str) else dict(ec)
-    eng = get_engine(engine or ec.get("name", "local"), workers, ray_address or ec.get("address"))
-    try:
-        return _build(cfg, config_path, out, eng, progress, overrides)
-    finally:
-        eng.close()
+    # One run per OUT, taken by this driver before any engine starts: Ray tasks write into OUT
+    # on behalf of the run that holds it (docs/integrity.md).
+    with integrity.FolderLock(out, "build"):
+        eng = get_engine(engine or ec.get("name", "local"), workers, ray_address or ec.get("address"))
+        try:
+            return _build(cfg, config_path, out, eng, progress, overrides)
+        finally:
+            eng.close()
+
+
+def _entries(cfg: dict, config_path: str) -> list[tuple[str, dict]]:
+    out = []
+    entries = list(cfg.get("stages") or []) + ([{"name": "mix", **cfg["mix"]}] if cfg.get("mix") else [])
+    for k, st in enumerate(entries, 1):
+        st = {"name": st} if isinstance(st, str) else dict(st)
+        name = st.pop("name", None)
+        if not name:
+            raise ConfigError(f"{config_path}: stages[{k - 1}] has no name")
+        out.append((name, st))
+    return out
+
+
+def _redo_damaged(out: str, names: list[str]) -> tuple[int | None, bool]:
+    """Check the finished stage folders of a build against their manifests (set and sizes of
+    parts; the hash too for the folder the first stage to run will read). The first that
+    differs is deleted with every stage after it (and OUT/final), so this run rebuilds them;
+    returns the index of the first stage left to run (None: all finished) and whether its
+    input folder was hash-checked here."""
+    folders = [os.path.join(out, "stages", f"{k:02d}-{n}") for k, n in enumerate(names, 1) if n != "mix"]
+    for i, f in enumerate(folders):
+        if not shards.is_complete(f):
+            return i, True
+        feeds_next = i + 1 < len(folders) and not shards.is_complete(folders[i + 1])
+        problems = shards.check_parts(f, deep=feeds_next)
+        if problems:
+            print(f"warning: {f} no longer matches its manifest ({'; '.join(problems[:3])}"
+                  f"{'; ...' if len(problems) > 3 else ''}); rebuilding it and the stages after it", file=sys.stderr)
+            for g in folders[i:] + [os.path.join(out, "final")]:
+                integrity.rmtree(g)
+            return i, False
+    return None, False
 
 
 def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool, overrides: dict | None) -> dict:
@@ -281,12 +348,11 @@ def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool
     run_opts = {k: cfg[k] for k in ("rows_per_part", "batch_rows") if k in cfg}
     os.makedirs(out, exist_ok=True)
     prev, funnel, mix = None, [], None
-    entries = list(cfg.get("stages") or []) + ([{"name": "mix", **cfg["mix"]}] if cfg.get("mix") else [])
-    for k, st in enumerate(entries, 1):
-        st = {"name": st} if isinstance(st, str) else dict(st)
-        name = st.pop("name", None)
-        if not name:
-            raise ConfigError(f"{config_path}: stages[{k - 1}] has no name")
+    entries = _entries(cfg, config_path)
+    first_to_run, input_checked = _redo_damaged(out, [n for n, _ in entries])
+    if os.path.exists(os.path.join(out, "manifest.json")) and first_to_run is not None:
+        integrity.remove_quietly(os.path.join(out, "manifest.json"))  # the build is unfinished again
+    for k, (name, st) in enumerate(entries, 1):
         params = {**st, **(overrides or {}).get(name, {})}
         if name == "mix":  # multi-input and global: writes OUT/final/, must come last
             if k != len(entries):
@@ -299,7 +365,8 @@ def _build(cfg: dict, config_path: str, out: str, engine: Engine, progress: bool
             params.setdefault("inputs", cfg["inputs"])
         folder = os.path.join(out, "stages", f"{k:02d}-{name}")
         reused = shards.is_complete(folder)  # and run_stage checks it was built from this input
-        m = run_stage(name, params, prev, folder, seed=seed, progress=progress, engine=engine, **run_opts)
+        m = run_stage(name, params, prev, folder, seed=seed, progress=progress, engine=engine,
+                      input_checked=input_checked and k - 1 == first_to_run, **run_opts)
         if cfg.get("parquet"):
             card.write_parquet(folder)
         funnel.append({"stage": name, "folder": os.path.relpath(folder, out), **m["counts"]})

@@ -14,8 +14,10 @@ from .stages.base import StageContext
 NOT_ERRORS = {"tail_trimmed", "leading_non_user", "trailing_unanswered"}
 
 
-def validate_path(path: str, params: dict, out: TextIO, limit: int = 0) -> int:
-    """Print every bad record (file:line or part:row, field, reason); return how many."""
+def validate_path(path: str, params: dict, out: TextIO, limit: int = 0, deep: bool = False) -> int:
+    """Print every bad record (file:line or part:row, field, reason); return how many. A shard
+    folder's parts are first checked against its manifest (set, sizes, rows; `deep`: their
+    hashes too), each differing part a problem named by its path."""
     printed = 0
 
     def say(msg: str) -> None:
@@ -26,12 +28,26 @@ def validate_path(path: str, params: dict, out: TextIO, limit: int = 0) -> int:
 
     if os.path.isdir(os.path.join(path, "data")):
         n = 0
+        damaged = shards.check_parts(path, deep=deep)
+        for msg in damaged:
+            say(msg)
+        skip = {m.split(": ", 1)[0] for m in damaged}  # a part of another size is not parsed
+        rows = shards.expected_rows(path)
         for part in shards.data_files(path):
-            for row, rec in enumerate(shards.read_table(part).to_pylist()):
+            if part in skip:
+                continue
+            try:
+                table = shards.read_table(part, rows.get(part))
+            except shards.PartMismatch as e:
+                say(str(e))
+                continue
+            for row, rec in enumerate(table.to_pylist()):
                 n += 1
                 for e in validate_record(rec, f"{os.path.basename(part)}:{row}"):
                     say(e)
-        print(f"{n} records checked, {printed} problems", file=out)
+        parts = "" if "parts" in _manifest(path) else " (no part list in the manifest: parts not checked)"
+        print(f"{n} records checked{' (parts and hashes checked)' if deep and not parts else ''}{parts}, "
+              f"{printed} problems", file=out)
         return printed
 
     bad = 0
@@ -55,6 +71,13 @@ def validate_path(path: str, params: dict, out: TextIO, limit: int = 0) -> int:
             print(f"{payload['file']}: repairs {dict(ctx.repairs)}", file=out)
     print(f"{total_in} input records checked, {bad} bad", file=out)
     return bad
+
+
+def _manifest(path: str) -> dict:
+    try:
+        return shards.load_manifest(path)
+    except (OSError, ValueError):
+        return {}
 
 
 def extract_in_memory(path: str, params: dict, on_reject=None):

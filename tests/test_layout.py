@@ -25,8 +25,8 @@ LAYER_OF_PREFIX = {
     **{f"pipeline.{m}": "capability" for m in ("dedup", "quality", "mixing", "pii", "synth")},
     "discriminators": "capability",
     "trainer": "trainer",
-    **{f"pipeline.{m}": "core" for m in ("config", "schema", "shards", "text", "shingles", "embed", "templates",
-                                           "io", "progress", "card")},
+    **{f"pipeline.{m}": "core" for m in ("config", "schema", "shards", "integrity", "text", "shingles", "embed",
+                                           "templates", "io", "progress", "card")},
     "pipeline": "core",  # the package itself: only __version__
 }
 # What each layer may import besides its own home (see `home`).

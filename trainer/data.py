@@ -20,10 +20,11 @@ class PackedData:
     """All rows of a packed shard folder, as flat numpy arrays plus row offsets."""
 
     def __init__(self, folder: str):
-        parts = shards.data_files(folder)
+        parts = shards.verified_files(folder)  # each part as its manifest says: set, sizes, rows
         if not parts:
             raise ValueError(f"{folder}: no packed rows")
-        table = pa.concat_tables([shards.read_table(p) for p in parts])
+        rows = shards.expected_rows(folder)
+        table = pa.concat_tables([shards.read_table(p, rows.get(p)) for p in parts])
         self.folder = folder
 
         def flat(name):

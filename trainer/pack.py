@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipeline import shards
+from pipeline import integrity, shards
 from pipeline.schema import REJECTED_SCHEMA, rejected_row
 
 PACKED_SCHEMA = pa.schema(
@@ -291,7 +291,15 @@ def pack_records(records: Iterable[dict], encoder: Encoder, window: int, stats: 
 
 def pack_folder(inp: str, out: str, cfg: PackConfig, tokenizer=None) -> dict:
     """Pack one shard folder of conversations into a packed shard folder; returns the manifest.
-    Finished output (with _SUCCESS and the same settings) is reused."""
+    Finished output (with _SUCCESS and the same settings) is reused, read-only (every rank of a
+    training run does); writing it is one run per `out` at a time (docs/integrity.md)."""
+    if shards.is_complete(out):
+        return _pack_folder(inp, out, cfg, tokenizer)
+    with integrity.FolderLock(out, "pack"):
+        return _pack_folder(inp, out, cfg, tokenizer)
+
+
+def _pack_folder(inp: str, out: str, cfg: PackConfig, tokenizer=None) -> dict:
     settings = {"model": cfg.model, "template": cfg.template, "max_len": cfg.max_len, "window": cfg.window,
                 "packing": cfg.packing, "input": os.path.abspath(inp)}
     if shards.is_complete(out):

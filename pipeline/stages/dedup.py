@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import shards
+from .. import integrity, shards
 from ..config import ConfigError
 from ..dedup import reduce as R
 from ..dedup import semantic
@@ -121,8 +121,7 @@ class Dedup(Stage):
     def map_task(self, payload, cfg: DedupConfig, folder: str) -> dict:
         methods = cfg.method_list()
         out = _map_dir(folder, payload["index"])
-        tmp = f"{out}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = integrity.temp_name(out)  # unique per writer (host, pid): Ray may retry a task on another node
         os.makedirs(tmp)
         mh = MinHasher(cfg.num_perm, cfg.seed, cfg.n_char, cfg.n_word) if "minhash" in methods else None
         b_, r_ = _bands(cfg)

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import card, shards
+from .. import card, integrity, shards
 from ..config import ConfigError, make_config
 from ..mixing.plan import DEFAULT_SPECIALIST, STRATEGIES, Source, check_keys, holdout, make_sources, plan
 from ..mixing.weights import MixError, parse_k
@@ -125,7 +125,7 @@ class Catalog:
             path = spec["path"]
             if not shards.is_complete(path):
                 raise ConfigError(f"mix: source {path!r} is not a finished shard folder (_SUCCESS missing)")
-            parts = shards.data_files(path)
+            parts = shards.verified_files(path)  # set and sizes as its manifest says
             n0 = file_lo[-1]
             for p in parts:
                 rows = 0
@@ -391,6 +391,12 @@ def run_mix(sources: list, out: str, params: dict | None = None, *, seed: int | 
     """Hold out validation, plan and write OUT/final/ (see module doc); returns the mix manifest.
     A finished OUT/final with the same inputs and config is returned as is; an interrupted one
     is completed (the plan is recomputed identically, finished folders are kept)."""
+    os.makedirs(out, exist_ok=True)  # OUT itself keeps the usual mode
+    with integrity.FolderLock(out, "mix"):  # one writer per OUT (free inside a build, which holds it)
+        return _run_mix(sources, out, params, seed, progress)
+
+
+def _run_mix(sources: list, out: str, params: dict | None, seed: int | None, progress: bool) -> dict:
     params = dict(params or {})
     if seed is not None:
         params.setdefault("seed", seed)
