@@ -77,40 +77,43 @@ def cos_prev(dialogues, emb):
 
 
 def held_out(dialogues, embs, log):
-    """Pooled held-out predictions of a 2-fold split by dialogue: per source, y, P(switch) and
-    decision of each profile, cosine scores and decisions; and the two fold models."""
+    """Pooled held-out predictions of a 2-fold split by dialogue: y, source, P(switch) and
+    decision of each profile, cosine scores and decisions; and the two fold models. Features
+    are computed once; MiniLM only embeds the labelled sets (it has nothing to say about the
+    real chats, which are continuation negatives, mostly Chinese)."""
     half = M.fold_ids(dialogues, 2, seed=7)
-    pooled: dict = {}
+    X, y, dlg = M.featurize_labelled(dialogues, embs["use-m3"])
+    src = np.array([d.source for d in dialogues], dtype=object)[dlg]
+    h = half[dlg]
+    cos = {"use-m3": X[:, F.FEATURES.index("cos_prev")]}
+    lab = [d for d in dialogues if d.source in SET_NAMES]
+    c = np.full(len(y), np.nan)
+    c[np.isin(src, list(SET_NAMES))] = cos_prev(lab, embs["minilm"])[0]
+    cos["minilm"] = c
+    res = {"y": y, "src": src}
+    for p in PROFILES:
+        res[p] = (np.zeros(len(y)), np.zeros(len(y), bool))
+    for name in cos:
+        res[f"cos {name}"] = (-np.nan_to_num(cos[name], nan=1.0), np.zeros(len(y), bool))
     models = []  # models[k] was trained without half k
     for k in (0, 1):
-        tr = [d for d, h in zip(dialogues, half) if h != k]
-        te = [d for d, h in zip(dialogues, half) if h == k]
+        tr = [d for d, hh in zip(dialogues, half) if hh != k]
         t0 = time.perf_counter()
         m = M.train(tr, embs["use-m3"], log=quiet)
         models.append(m)
         log(f"  fold {k}: trained on {len(tr)} dialogues in {time.perf_counter() - t0:.0f} s "
             f"({m.kind}; heads " + ", ".join(f"{p}={pr['head']}" for p, pr in m.profiles.items()) + ")")
-        Xte, yte, ste = rows_of(te, embs["use-m3"])
-        out = {"y": yte, "src": ste, "user": Xte[:, F.FEATURES.index("is_user")] > 0}
+        te = h == k
         for p in PROFILES:
             mp = m.use(p)
-            s = mp.p_switch(Xte)
-            out[p] = (s, s >= mp.threshold)
-        _, _, str_ = rows_of(tr, embs["use-m3"])
-        for name, emb in embs.items():
-            ctr, ytr = cos_prev(tr, emb)
-            cte, _ = cos_prev(te, emb)
-            dec = np.zeros(len(cte), bool)
-            for s in np.unique(ste):  # threshold per set, tuned on its training-half rows
-                a, b = str_ == s, ste == s
-                thr = best_threshold(ytr[a], -ctr[a])[0] if ytr[a].any() else np.inf
-                dec[b] = -cte[b] >= thr
-            out[f"cos {name}"] = (-cte, dec)
-        for key, v in out.items():
-            pooled.setdefault(key, []).append(v)
-    res = {}
-    for key, parts in pooled.items():
-        res[key] = tuple(np.concatenate(z) for z in zip(*parts)) if isinstance(parts[0], tuple) else np.concatenate(parts)
+            s = mp.p_switch(X[te])
+            res[p][0][te], res[p][1][te] = s, s >= mp.threshold
+        for name in cos:  # threshold per set, tuned on the set's rows in the training half
+            sc, dec = res[f"cos {name}"]
+            for st in SET_NAMES:
+                a, b = (src == st) & ~te, (src == st) & te
+                if y[a].any():
+                    dec[b] = sc[b] >= best_threshold(y[a], sc[a])[0]
     return res, models
 
 
@@ -235,13 +238,11 @@ def adaptation(ev, embs, cache):
         print("| model | TIAGE dev F1 | ROC-AUC |")
         print("|---|---|---|")
         rows = {}
-        for p in PROFILES:
-            r = tools.evaluate(bdir, dev, "tiage", cache_dir=cache, profile=p)
-            rows[f"base, {p}"] = r
-        for p in ("assistant", "chitchat"):
+        for p in [p for p in PROFILES if p in base.profiles]:
+            rows[f"base, {p}"] = tools.evaluate(bdir, dev, "tiage", cache_dir=cache, profile=p)
+        for p in [p for p in PROFILES if p in base.profiles]:  # the base has no chitchat rows
             out = os.path.join(work, f"adapted-{p}")
-            tools.adapt([f"tiage:{sub}"], out, base=bdir, profile=p if p in base.profiles else None, cache_dir=cache,
-                        log=quiet)
+            tools.adapt([f"tiage:{sub}"], out, base=bdir, profile=p, cache_dir=cache, log=quiet)
             rows[f"adapted from {p} (100 dialogues)"] = tools.evaluate(out, dev, "tiage", cache_dir=cache)
         for name, r in rows.items():
             print(f"| {name} | {r['f1']:.3f} | {r['roc_auc']:.3f} |")

@@ -276,7 +276,7 @@ def train(dialogues, embedder, kinds=KINDS, folds: int = 5, seed: int = 0,
               "oof_roc_auc": roc_auc(y, p), "seed": seed, "folds": folds, "oof_by_source": per_source,
               "main_threshold": m.threshold}
     prof = np.array([getattr(d, "profile", "") for d in dialogues], dtype=object)[dlg]
-    _fit_profiles(m, X, y, p, prof, fold, folds, kinds, seed, log)
+    _fit_profiles(m, X, y, p, prof, fold, folds, kinds, seed, log, src=src)
     return m.use(None)  # at its default profile, as `TopicModel.load` gives it
 
 
@@ -289,12 +289,13 @@ def _oof_head(kind, X, y, fold, folds, seed):
     return oof
 
 
-def _fit_profiles(m: TopicModel, X, y, p, prof, fold, folds, kinds, seed, log) -> None:
+def _fit_profiles(m: TopicModel, X, y, p, prof, fold, folds, kinds, seed, log, src=None) -> None:
     """An operating point per kind of conversation, chosen on its own training rows only (out
     of fold): the main head's threshold, or a head of its own when that is better by at least
     PROFILE_HEAD_GAIN F1. `assistant` also caps the share of continuing user messages called a
-    switch at FALSE_SWITCH_MAX: a false switch there splits a real conversation."""
+    switch at FALSE_SWITCH_MAX (pooled over its sources): a false switch splits a real conversation."""
     is_user = X[:, F.FEATURES.index("is_user")] > 0
+    src = np.zeros(len(y), dtype=object) if src is None else src
     for name in PROFILES:
         k = prof == name
         if not k.any() or len(np.unique(y[k])) < 2:
@@ -312,6 +313,8 @@ def _fit_profiles(m: TopicModel, X, y, p, prof, fold, folds, kinds, seed, log) -
             thr, _ = best_threshold(yk, pk, tol=THRESHOLD_TOL)
             neg = is_user[k] & (yk == 0)
             if name == "assistant" and neg.any():
+                # pooled over the chat sources: a cap per source (each <= 2%) pushed the
+                # threshold to 0.97 and out-of-fold F1 from 0.79 to 0.19 (docs/benchmarks.md)
                 allowed = int(FALSE_SWITCH_MAX * neg.sum())  # negatives that may score >= thr
                 kth = float(np.sort(pk[neg])[::-1][allowed])
                 thr = max(thr, float(np.nextafter(kth, np.inf)))
@@ -328,7 +331,10 @@ def _fit_profiles(m: TopicModel, X, y, p, prof, fold, folds, kinds, seed, log) -
         m.profiles[name] = {"head": head, "threshold": float(thr), "rows": int(k.sum()),
                             "switch_rate": float(yk.mean()), "oof_f1": sc["f1"], "oof_precision": sc["precision"],
                             "oof_recall": sc["recall"], "oof_roc_auc": roc_auc(yk, pk),
-                            "oof_false_switch_user": float((pk[neg] >= thr).mean()) if neg.any() else None}
+                            "oof_false_switch_user": float((pk[neg] >= thr).mean()) if neg.any() else None,
+                            "oof_false_switch_user_by_source": {
+                                str(s_): float((pk[neg & (src[k] == s_)] >= thr).mean())
+                                for s_ in np.unique(src[k][neg])} if neg.any() else {}}
     if m.profiles:
         m.default_profile = "assistant" if "assistant" in m.profiles else sorted(m.profiles)[0]
 
