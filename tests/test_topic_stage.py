@@ -145,6 +145,21 @@ def test_default_splits_pseudo_beyond_the_ratio_and_loses_no_conversation(extrac
         (st["pseudo_kept"] + st["pseudo_kept_unsplittable"]) / len(recs))
 
 
+def test_a_conversation_no_piece_of_which_stands_alone_is_kept_whole(extracted, tmp_path):
+    """Every message a switch (both roles, threshold near 0): pieces of one message have no
+    reply, so the conversation is kept whole instead of being lost."""
+    recs, rej, m = _run(extracted, str(tmp_path / "w"), pseudo_ratio=0.0, threshold=1e-6,
+                        switch_roles="user,assistant")
+    assert_accounting(m, rej)
+    st = m["topic"]
+    assert st["pseudo_kept"] == 0 and st["pseudo_dropped"] == 0 and st["pseudo_kept_unsplittable"] > 0
+    assert st["pseudo_kept_unsplittable"] + st["pseudo_split"] == st["pseudo_multi_turn"]
+    src_ids = {r["id"] for r in shards.iter_records(extracted)}
+    whole = {r["id"] for r in recs if "split_from" not in (r["meta"]["extra"] or "")}
+    parents = {json.loads(r["meta"]["extra"])["split_from"] for r in recs if "split_from" in (r["meta"]["extra"] or "")}
+    assert whole | parents == src_ids
+
+
 def test_profile_sets_the_stage_threshold(extracted, tmp_path):
     from discriminators.topic_continuity.model import TopicModel
     raw = TopicModel.load(profile=None)

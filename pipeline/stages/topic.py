@@ -54,7 +54,7 @@ class TopicConfig:
     over_ratio: str = "split"         # pseudo beyond the ratio: split at switches, or drop
     profile: str | None = None        # operating point of the model; None: its default (assistant)
     switch_roles: list = field(default_factory=lambda: ["user"])
-    threshold: float | None = None    # override the model's operating threshold on P(switch)
+    threshold: float | None = None    # override the profile's operating threshold on P(switch)
     seed: int = 0
     cache_dir: str | None = None      # embedding cache (vectors only, no text)
     batch: int = 512                  # conversations scored per call
@@ -195,8 +195,9 @@ class Topic(Stage):
         np.save(os.path.join(folder, ".work", PSEUDO_KEEP), np.sort(keys))
         stats = {
             "policy": cfg.policy, "pseudo_ratio_target": float(cfg.pseudo_ratio) if cfg.policy == "ratio" else None,
-            "model": cfg.model or "shipped", "model_kind": model.head_kind, "profile": model.profile, "head": model.active_head,
-            "threshold": model.threshold, "over_ratio": cfg.over_ratio if cfg.policy == "ratio" else None,
+            "model": cfg.model or "shipped", "model_kind": model.head_kind, "profile": model.profile,
+            "head": model.active_head, "threshold": model.threshold,
+            "over_ratio": cfg.over_ratio if cfg.policy == "ratio" else None,
             "embedder": emb.name, "switch_roles": list(cfg.switch_roles),
             "conversations": n, "true_multi_turn": n_true, "pseudo_multi_turn": n_pseudo,
             "scored_messages": n_scored, "switch_rate_all_messages": n_switch / n_scored if n_scored else None,
