@@ -239,17 +239,27 @@ def _cmd_discriminator(a) -> int:
     if a.disc_cmd == "train":
         kinds = tuple(a.kinds.split(","))
         m = tools.train(a.data, a.out, splice=a.splice, splice_n=a.splice_n, kinds=kinds, folds=a.folds,
-                        seed=a.seed, embedder=a.embedder, cache_dir=a.cache, negatives_n=a.negatives_n)
+                        seed=a.seed, embedder=a.embedder, cache_dir=a.cache, negatives_n=a.negatives_n,
+                        cue_rate=a.cue_rate)
         i = m.info
         print(f"{m.kind}: out-of-fold F1 {i['oof_f1']:.4f} (P {i['oof_precision']:.4f} R {i['oof_recall']:.4f}) "
               f"ROC-AUC {i['oof_roc_auc']:.4f} on {i['rows']} messages; threshold {m.threshold:.4f} -> {a.out}")
+        for name, pr in m.profiles.items():
+            print(f"  profile {name}: head {pr['head']}, threshold {pr['threshold']:.4f}, out-of-fold F1 "
+                  f"{pr['oof_f1']:.4f} on {pr['rows']} messages")
+    elif a.disc_cmd == "adapt":
+        m = tools.adapt(a.data, a.out, base=a.base, profile=a.profile, folds=a.folds, seed=a.seed, cache_dir=a.cache)
+        pr = m.profiles["adapted"]
+        print(f"adapted from profile {pr['from_profile'] or '-'} (head {pr['from_head']}): out-of-fold F1 "
+              f"{pr['oof_f1']:.4f} ROC-AUC {pr['oof_roc_auc'] or float('nan'):.4f} on {pr['rows']} messages; "
+              f"threshold {pr['threshold']:.4f} -> {a.out}")
     elif a.disc_cmd == "eval":
-        res = tools.evaluate(a.model, a.data, a.format, cache_dir=a.cache)
+        res = tools.evaluate(a.model, a.data, a.format, cache_dir=a.cache, profile=a.profile)
         print(json.dumps(res, indent=1) if a.json else "", end="\n" if a.json else "")
         if not a.json:
             tools.print_eval(res, sys.stdout)
     else:
-        n = tools.predict(a.model, a.inp, a.out, cache_dir=a.cache)
+        n = tools.predict(a.model, a.inp, a.out, cache_dir=a.cache, profile=a.profile)
         print(f"{n} conversations -> {a.out}")
     return 0
 
@@ -474,9 +484,12 @@ def _judge_command(sub) -> None:
     jd.set_defaults(fn=_cmd_judge)
 
 
+PROFILE_CHOICES = ("assistant", "chitchat", "task", "adapted")
+
+
 def _discriminator_commands(sub) -> None:
-    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, eval, predict, label")
-    dsub = dc.add_subparsers(dest="disc_cmd", required=True, help="train, eval, predict or label")
+    dc = sub.add_parser("discriminator", help="topic-continuity discriminator: train, adapt, eval, predict, label")
+    dsub = dc.add_subparsers(dest="disc_cmd", required=True, help="train, adapt, eval, predict or label")
     fmts = "jsonl|tiage|dialseg|woz|chats"
     dt = dsub.add_parser("train", help="fit, calibrate and save a model (model.json + weights.npz)")
     dt.add_argument("--data", action="append", default=[], metavar="[FORMAT:]PATH", help=f"labelled data; FORMAT {fmts}")
@@ -489,7 +502,20 @@ def _discriminator_commands(sub) -> None:
     dt.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     dt.add_argument("--seed", type=int, default=0, help="seed of folds, splices and model initialisation")
     dt.add_argument("--embedder", default="use-m3", help="sentence embedder (default use-m3)")
+    dt.add_argument("--cue-rate", type=float, default=0.1,
+                    help="share of spliced / real chat user messages given a soft cue (对了, by the way), "
+                         "switches and continuations alike, so a cue alone decides nothing (default 0.1)")
     dt.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write")
+    da = dsub.add_parser("adapt", help="refit a model's head and threshold on a few hundred of your own "
+                                       "labelled dialogues (docs/stages/topic.md#adaptation)")
+    da.add_argument("--data", action="append", required=True, metavar="[FORMAT:]PATH",
+                    help=f"labelled data, as for train; FORMAT {fmts}")
+    da.add_argument("--base", default=None, metavar="MODEL_DIR", help="the model to start from (default: shipped)")
+    da.add_argument("--profile", default=None, choices=PROFILE_CHOICES,
+                    help="the base profile whose head is refit (default: the base's default)")
+    da.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    da.add_argument("--seed", type=int, default=0, help="seed of the folds")
+    da.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write")
     de = dsub.add_parser("eval", help="switch P/R/F1, ROC-AUC, Pk, WindowDiff on labelled data")
     de.add_argument("--data", required=True, help="labelled data file")
     de.add_argument("--format", choices=fmts.split("|"), help="guessed from the file name when absent")
@@ -505,11 +531,14 @@ def _discriminator_commands(sub) -> None:
     dl.add_argument("--out", required=True, help="the JSONL file to write (+ .rejected.jsonl, .summary.json)")
     _sets(dl, "base_url, model (required), roles, max_requests, concurrency, cache_dir, extract.KEY, ...")
     dl.set_defaults(fn=_cmd_discriminator)
-    for x in (dt, de, dp):
+    for x in (dt, da, de, dp):
         x.add_argument("--cache", help="embedding cache folder (default: $TURNFORGE_EMBED_CACHE, else none)")
         x.set_defaults(fn=_cmd_discriminator)
     for x in (de, dp):
         x.add_argument("--model", default=None, metavar="MODEL_DIR", help="default: the shipped model")
+        x.add_argument("--profile", default=None, metavar="PROFILE",
+                       help="operating point: assistant (the default: user-initiated switches, few false "
+                            "ones), chitchat (drift), task (domain switches), or adapted after `adapt`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -367,14 +367,16 @@ def _kv(pairs: list[tuple[str, object]]) -> str:
 
 
 def _topic(t: dict) -> str:
-    return _kv([("policy", t.get("policy")), ("conversations scored", t.get("conversations")),
+    return _kv([("policy", t.get("policy")), ("beyond the ratio", t.get("over_ratio")),
+                ("profile", t.get("profile")), ("conversations scored", t.get("conversations")),
                 ("messages scored", t.get("scored_messages")),
                 ("switch rate (switch-role messages)", t.get("switch_rate")),
                 ("switch rate (all scored messages)", t.get("switch_rate_all_messages")),
                 ("true multi-turn", t.get("true_multi_turn")), ("pseudo multi-turn", t.get("pseudo_multi_turn")),
                 ("pseudo share before", t.get("pseudo_share_before")),
                 ("pseudo share after", t.get("pseudo_share_after")),
-                ("pseudo ratio target", t.get("pseudo_ratio_target")), ("pseudo kept", t.get("pseudo_kept")),
+                ("pseudo ratio target", t.get("pseudo_ratio_target")), ("pseudo kept whole", t.get("pseudo_kept")),
+                ("pseudo split", t.get("pseudo_split")), ("pseudo dropped", t.get("pseudo_dropped")),
                 ("split pieces", t.get("split_pieces")), ("threshold P(switch)", t.get("threshold")),
                 ("model", t.get("model_kind"))])
 

@@ -22,7 +22,10 @@ def test_demo_config_builds_end_to_end(tmp_path):
     with open(os.path.join(out, "stages", "05-topic", "manifest.json")) as fh:
         topic = json.load(fh)["topic"]
     n_out = m["funnel"][-1]["records_out"]
-    assert abs(topic["pseudo_kept"] - 0.1 * n_out) <= 1 and topic["true_multi_turn"] + topic["pseudo_kept"] == n_out
+    # no conversation is lost: pseudo ones beyond the share kept whole are split, never dropped
+    assert topic["pseudo_dropped"] == 0 and topic["pseudo_kept"] <= round(0.1 * topic["true_multi_turn"] / 0.9)
+    assert topic["true_multi_turn"] + topic["pseudo_kept"] + topic["pseudo_kept_unsplittable"] \
+        + topic["split_pieces"] == n_out
     final = os.path.join(out, "final")
     assert shards.is_complete(os.path.join(final, "stage-1"))
     assert os.path.isdir(os.path.join(final, "validation", "general"))

@@ -117,7 +117,13 @@ def test_features_zh_en(emb):
     assert b.X.shape == (5, len(F.FEATURES)) and np.isfinite(b.X).all()
     assert b.dlg.tolist() == [0, 0, 0, 1, 1] and b.msg.tolist() == [1, 2, 3, 1, 2]
     col = {f: b.X[:, i] for i, f in enumerate(F.FEATURES)}
-    assert col["switch_cue"].tolist() == [0, 0, 1, 0, 0]  # 对了 opens a new topic
+    assert col["switch_cue"].tolist() == [0, 0, 0, 0, 0]  # 对了 is no explicit "change of topic"...
+    assert col["soft_cue"].tolist() == [0, 0, 1, 0, 0]    # ...but a soft cue, weighed with the content
+    follow = [D.Dialogue(["这部电影讲什么", "讲人类带着地球流浪。", "对了，具体哪年上映的呀？", "换个话题，今天天气如何"],
+                         ["user", "assistant", "user", "user"], [-1] * 4)]
+    fx = F.featurize(follow, emb).X
+    assert fx[:, F.FEATURES.index("cont_cue")].tolist() == [0, 1, 0]  # 对了 + 具体: a follow-up cue
+    assert fx[:, F.FEATURES.index("switch_cue")].tolist() == [0, 0, 1]
     assert col["lex_prev"][1] > 0  # 糖色 is shared with the answer before it (char bigrams)
     same = [D.Dialogue(["数据库索引怎么建", "数据库索引怎么建"], ["user", "user"], [-1, 0])]
     assert F.featurize(same, emb).X[0, F.FEATURES.index("lex_prev")] == pytest.approx(1.0)
@@ -149,7 +155,7 @@ def test_save_load_round_trip_gives_identical_scores(trained, emb, tmp_path):
     assert np.isnan(a[0][0][0]) and np.nanmin(a[0][0]) >= 0 and np.nanmax(a[0][0]) <= 1
     with open(os.path.join(path, "model.json")) as f:
         meta = json.load(f)
-    assert meta["schema_version"] == 1 and meta["features"] == F.FEATURES
+    assert meta["schema_version"] == 2 and meta["features"] == F.FEATURES
     with np.load(os.path.join(path, "weights.npz"), allow_pickle=False) as z:  # arrays only, no pickle
         assert "mean" in z.files
     meta["schema_version"] = 99
@@ -209,8 +215,10 @@ def test_cli_eval_prints_scores(tmp_path, capsys, trained):
 
 
 def _threshold(model_dir):
+    """The operating threshold: the default profile's when the model has profiles."""
     with open(os.path.join(model_dir, "model.json")) as f:
-        return json.load(f)["threshold"]
+        meta = json.load(f)
+    return meta["profiles"][meta["default_profile"]]["threshold"] if meta.get("profiles") else meta["threshold"]
 
 
 def test_acknowledgements_are_never_switches(emb):
@@ -226,3 +234,107 @@ def test_acknowledgements_are_never_switches(emb):
     assert c3[2] < 1.0  # thanks plus a new question is not an acknowledgement
     b = F.featurize(ds, emb)
     assert F.acknowledgement(b.X).tolist() == [False, True, False, False, True, False, False, False]
+
+
+# ----------------------------------------------------------------------------- profiles
+def _probs(m, ds, emb):
+    return np.concatenate([1 - c[1:] for c, _ in m.score(ds, emb)])
+
+
+def test_shipped_profiles_change_the_threshold_and_only_it_or_the_declared_head(emb):
+    raw = TopicModel.load(DEFAULT_DIR, profile=None)
+    assert raw.default_profile == "assistant" and {"assistant", "chitchat", "task"} <= set(raw.profiles)
+    with open(os.path.join(DEFAULT_DIR, "model.json")) as f:
+        meta = json.load(f)
+    ds = D.read(LABELLED)
+    main = _probs(TopicModel.load(DEFAULT_DIR).use("assistant"), ds, emb)
+    thresholds = set()
+    for name, pr in meta["profiles"].items():
+        m = TopicModel.load(DEFAULT_DIR, profile=name)
+        assert m.profile == name and m.threshold == pr["threshold"] and m.active_head == pr["head"]
+        thresholds.add(round(m.threshold, 6))
+        p = _probs(m, ds, emb)
+        if pr["head"] == raw.profiles["assistant"]["head"]:
+            np.testing.assert_array_equal(p, main)  # same head: the same scores, another cut
+        else:
+            assert pr["head"] in meta["heads"] and not np.allclose(p, main)
+        sw = np.concatenate([s[1:] for _, s in m.score(ds, emb)])
+        np.testing.assert_array_equal(sw, p >= m.threshold)
+    assert len(thresholds) == len(meta["profiles"])  # each profile is its own operating point
+    with pytest.raises(KeyError, match="unknown profile 'support'"):
+        TopicModel.load(DEFAULT_DIR, profile="support")
+
+
+def test_training_derives_profiles_from_their_own_rows(emb, tmp_path):
+    from discriminators.topic_continuity.model import train
+    labelled = D.read(LABELLED)
+    chats = [D.Dialogue(d.texts, d.roles, [-1] * len(d), id=f"c{k}") for k, d in enumerate(labelled)]
+    chit = [D.Dialogue(d.texts, d.roles, d.labels, id=f"chit{k}", profile="chitchat") for k, d in enumerate(labelled)]
+    spliced = D.splice(chats, 40, seed=2)
+    m = train(chit + spliced + D.continuations(chats), emb, kinds=("logreg",), folds=3, log=lambda *_: None)
+    assert set(m.profiles) == {"assistant", "chitchat"} and m.default_profile == "assistant"
+    for name, pr in m.profiles.items():
+        assert 0 < pr["threshold"] < 1 and pr["rows"] > 0 and pr["head"] in ("main", name)
+    # the assistant profile caps the share of continuing user messages called a switch
+    assert m.profiles["assistant"]["oof_false_switch_user"] <= 0.02 + 1e-9
+    m.save(str(tmp_path))
+    ds = D.read(LABELLED)
+    for name in m.profiles:
+        np.testing.assert_allclose(_probs(TopicModel.load(str(tmp_path), name), ds, emb), _probs(m.use(name), ds, emb))
+
+
+def test_a_soft_cue_is_weighed_with_the_content(emb):
+    """对了 / by the way open a follow-up as often as a new topic: the content decides."""
+    m = TopicModel.load(DEFAULT_DIR)
+    film = ["最近有什么好看的科幻电影推荐吗？", "推荐《流浪地球》，讲人类带着地球逃离太阳系，特效和剧情都不错。"]
+    en = ["Can you recommend a good science fiction film?",
+          "Try Interstellar: astronauts travel through a wormhole to find a new home for humanity."]
+    ds = [D.Dialogue(film + ["对了，具体哪年上映的呀？"], ["user", "assistant", "user"], [-1] * 3),
+          D.Dialogue(film + ["对了，红烧肉怎么做才不腻？"], ["user", "assistant", "user"], [-1] * 3),
+          D.Dialogue(en + ["By the way, who directed Interstellar?"], ["user", "assistant", "user"], [-1] * 3),
+          D.Dialogue(en + ["By the way, how do I reset my router password?"], ["user", "assistant", "user"], [-1] * 3)]
+    (c1, s1), (c2, s2), (c3, s3), (c4, s4) = m.score(ds, emb)
+    assert not s1[2] and s2[2] and c1[2] > c2[2]
+    assert not s3[2] and s4[2] and c3[2] > c4[2]
+
+
+# ----------------------------------------------------------------------------- adaptation
+def test_fit_toward_base_pulls_weights(emb):
+    from discriminators.topic_continuity.model import _fit_toward
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(200, 4))
+    y = (H[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)
+    w0 = np.array([0.0, 0.0, 3.0, 0.0])  # a base that looks at the wrong column
+    w_free, _ = _fit_toward(H, y, w0, 1e-3)
+    w_held, _ = _fit_toward(H, y, w0, 1e7)
+    assert w_free[0] > 1.0 and abs(w_free[2]) < 1.0      # few-label data can overrule the base...
+    np.testing.assert_allclose(w_held, w0, atol=1e-2)     # ...or a strong pull keeps it
+
+
+def test_cli_adapt_round_trip(tmp_path, capsys, trained, emb):
+    from pipeline.cli import main
+    _, base = trained
+    out = str(tmp_path / "adapted")
+    assert main(["discriminator", "adapt", "--data", f"jsonl:{LABELLED}", "--base", base, "--folds", "3",
+                 "--out", out]) == 0
+    assert "adapted from profile" in capsys.readouterr().out
+    m = TopicModel.load(out)
+    b = TopicModel.load(base)
+    assert m.profile == "adapted" and m.active_head == "adapted"
+    h, hb = m.head(), b.head()
+    # only the last layer is refit: the scaler and any hidden layers are the base's
+    np.testing.assert_array_equal(h.mean, hb.mean)
+    for (W, bb), (W0, b0) in zip(h.layers[:-1], hb.layers[:-1]):
+        np.testing.assert_array_equal(W, W0)
+    assert h.layers[-1][0].shape == hb.layers[-1][0].shape
+    ds = D.read(LABELLED)
+    y = np.concatenate([d.labels[1:] for d in ds])
+    assert metrics.roc_auc(y == 1, _probs(m, ds, emb)) > 0.8
+    # the output works with --model everywhere: eval and predict at its default profile
+    assert main(["discriminator", "eval", "--model", out, "--data", LABELLED, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["profile"] == "adapted" and res["threshold"] == m.threshold
+    pred = str(tmp_path / "p.jsonl")
+    assert main(["discriminator", "predict", "--model", out, "--in", LABELLED, "--out", pred]) == 0
+    assert main(["discriminator", "eval", "--model", out, "--profile", "nope", "--data", LABELLED]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err

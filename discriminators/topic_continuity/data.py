@@ -37,6 +37,7 @@ class Dialogue:
     id: str = ""
     source: str = ""
     meta: dict = field(default_factory=dict)
+    profile: str = ""   # the kind of conversation (assistant, chitchat, task); "" for unknown
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int8)
@@ -68,7 +69,8 @@ def read_tiage(path: str) -> Iterator[Dialogue]:
             labels.append(int(item[1]))
         if texts:
             labels[0] = -1
-            yield Dialogue(texts, _alternating(len(texts)), labels, id=f"tiage-{did}", source="tiage")
+            yield Dialogue(texts, _alternating(len(texts)), labels, id=f"tiage-{did}", source="tiage",
+                           profile="chitchat")
 
 
 _SEG_LINE = re.compile(r"(\d+) (.*)")
@@ -78,7 +80,8 @@ def read_dialseg(path: str) -> Iterator[Dialogue]:
     def emit(cid, segs, texts):
         if texts:
             labels = [-1] + [int(segs[i] != segs[i - 1]) for i in range(1, len(segs))]
-            return Dialogue(texts, _alternating(len(texts)), labels, id=f"dialseg-{cid}", source="dialseg")
+            return Dialogue(texts, _alternating(len(texts)), labels, id=f"dialseg-{cid}", source="dialseg",
+                            profile="task")
         return None
 
     cid, segs, texts = None, [], []
@@ -144,7 +147,9 @@ def read_jsonl(path: str, label_field: str = "topic_shift") -> Iterator[Dialogue
 
 
 def read_woz(path: str) -> Iterator[Dialogue]:
-    return read_jsonl(path, label_field="derived_shift")
+    for d in read_jsonl(path, label_field="derived_shift"):
+        d.profile = "task"
+        yield d
 
 
 def _chat_messages(rec: dict) -> list[tuple[str, str]] | None:
@@ -233,10 +238,38 @@ def splice(chats: list[Dialogue], n: int, seed: int = 0, max_prefix: int = 6, ma
         roles = a.roles[:cut_a] + b.roles[start_b:cut_b]
         labels = [-1] + [0] * (cut_a - 1) + [1] + [0] * (cut_b - start_b - 1)
         out.append(Dialogue(texts, roles, labels, id=f"splice-{seed}-{k}", source=f"splice:{a.source}",
-                            meta={"a": a.id, "b": b.id, "switch_at": cut_a}))
+                            meta={"a": a.id, "b": b.id, "switch_at": cut_a}, profile="assistant"))
     return out
 
 
 def continuations(chats: list[Dialogue]) -> list[Dialogue]:
     """Real chats as negatives: every message after the first labelled 0 (continues)."""
-    return [Dialogue(d.texts, d.roles, [-1] + [0] * (len(d) - 1), id=d.id, source=d.source) for d in chats]
+    return [Dialogue(d.texts, d.roles, [-1] + [0] * (len(d) - 1), id=d.id, source=d.source, profile="assistant")
+            for d in chats]
+
+
+# Soft cues that open a new question as often as a follow-up ("对了，具体哪年上映的？" stays on
+# the film). Chats rarely carry them, so a model learns them from task data, where they mostly
+# mark a new domain, and then lets a cue outweigh the content.
+SOFT_CUES_ZH = ("对了，", "另外，", "顺便问一下，", "还有，")
+SOFT_CUES_EN = ("By the way, ", "Also, ", "Oh, and ", "btw ")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def cue_augment(dialogues: list[Dialogue], rate: float, seed: int = 0) -> list[Dialogue]:
+    """Copies of ``dialogues`` where a share ``rate`` of the labelled user messages, switches
+    and continuations alike, start with a soft cue (对了, by the way, ...) in their language.
+    Labels are unchanged: the cue then carries no label by itself, and the content decides."""
+    rng = random.Random(seed)
+    out = []
+    for d in dialogues:
+        texts = list(d.texts)
+        for i in range(1, len(d)):
+            if d.roles[i] == "user" and d.labels[i] >= 0 and rng.random() < rate:
+                zh = bool(_HAN.search(texts[i][:50]))
+                cue = rng.choice(SOFT_CUES_ZH if zh else SOFT_CUES_EN)
+                t = texts[i]
+                texts[i] = cue + (t if zh or cue.startswith("btw") or not t[:1].isupper() else t[:1].lower() + t[1:])
+        out.append(Dialogue(texts, list(d.roles), d.labels.copy(), id=d.id, source=d.source, meta=d.meta,
+                            profile=d.profile))
+    return out

@@ -27,13 +27,19 @@ DECAY = 0.6        # context vector: C_i = sum_{j<i} DECAY^(i-1-j) e_j
 
 # cues, matched case-insensitively by RE2 (no lookbehind; \b is ASCII-only in RE2, so it never
 # splits Chinese, and no Chinese alternative relies on it)
-CONT_CUE = (r"^\W{0,3}(?:它|这个|这些|这样|这种|这|那个|那些|那么|那|还有|其中|然后|所以|但是|可是|如果|为什么|怎么|具体|继续|再|能不能再|详细|也|"
+# a continuation cue may follow a soft cue: "对了，具体哪年上映的？" / "by the way, what about it?"
+_SOFT = r"对了|另外|顺便(?:问一下|问问|说一下)?|还有|by the way|btw|also|oh and|and also"
+CONT_CUE = (r"^\W{0,3}(?:(?:" + _SOFT + r")\W{0,3})?(?:它|这个|这些|这样|这种|这|那个|那些|那么|那|还有|其中|然后|所以|但是|可是|如果|为什么|怎么|具体|继续|再|能不能再|详细|也|"
             r"(?:it|that|this|these|those|they|also|and|but|so|then|what about|how about|why|which|same|"
             r"ok so|continue|more|yes|no|sure|great|okay|ok)\b)")
-SWITCH_CUE = (r"换个话题|换一个话题|另外|顺便|对了|另一个问题|新问题|问个别的|题外话|我还需要|我还想|还要一个|再帮我|"
-              r"\b(?:by the way|btw|unrelated|another question|different question|new question|change of topic|"
-              r"change the topic|on another note|also need|also looking for|also want|i need a|i am looking for|"
-              r"i'm looking for|can you help me find|switch(?:ing)? gears)\b")
+# explicit: the speaker says the topic changes; soft: a connector that opens a new question as
+# often as a follow-up. Both are evidence for the model to weigh with the content, not a rule.
+SWITCH_CUE = (r"换个话题|换一个话题|另一个问题|新问题|问个别的|题外话|说点别的|聊点别的|"
+              r"\b(?:unrelated|another question|different question|new question|change of topic|"
+              r"change the topic|on another note|different topic|switch(?:ing)? gears)\b")
+SOFT_CUE = (r"另外|顺便|对了|我还需要|我还想|还要一个|再帮我|"
+            r"\b(?:by the way|btw|also need|also looking for|also want|i need a|i am looking for|"
+            r"i'm looking for|can you help me find)\b")
 CLOSING_CUE = (r"谢谢|感谢|好的|没有了|再见|就这些|还有什么|还需要|其他问题|"
                r"\b(?:thanks|thank you|that's all|that is all|bye|goodbye|anything else|what else|"
                r"is there anything|have a (?:good|great|nice))\b")
@@ -53,7 +59,7 @@ FEATURES = [
     "cos_blocks", "cos_prev_rel", "max_cos_past3",
     "lex_prev", "lex_jacc_prev", "lex_ctx", "lex_bridge", "lex_next",
     "len_log", "len_prev_log", "len_ratio_log",
-    "cont_cue", "switch_cue", "closing", "closing_prev", "question", "question_prev",
+    "cont_cue", "switch_cue", "soft_cue", "closing", "closing_prev", "question", "question_prev",
     "pos_log", "pos_frac", "is_user", "same_role", "has_next", "cjk_share",
 ]
 
@@ -203,6 +209,7 @@ def featurize(dialogues, embedder, embeddings: np.ndarray | None = None) -> Batc
     length = np.log1p(pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float32))
     cont = _match(arr, CONT_CUE)
     switch = _match(arr, SWITCH_CUE)
+    soft = _match(arr, SOFT_CUE)
     closing = _match(arr, CLOSING_CUE)
     question = _match(arr, QUESTION)
 
@@ -213,7 +220,7 @@ def featurize(dialogues, embedder, embeddings: np.ndarray | None = None) -> Batc
         "lex_prev": lex_prev, "lex_jacc_prev": lex_jacc, "lex_ctx": lex_ctx, "lex_bridge": lex_bridge,
         "lex_next": lex_next,
         "len_log": length[rows], "len_prev_log": length[r_prev], "len_ratio_log": length[rows] - length[r_prev],
-        "cont_cue": cont[rows], "switch_cue": switch[rows], "closing": closing[rows], "closing_prev": closing[r_prev],
+        "cont_cue": cont[rows], "switch_cue": switch[rows], "soft_cue": soft[rows], "closing": closing[rows], "closing_prev": closing[r_prev],
         "question": question[rows], "question_prev": question[r_prev],
         "pos_log": np.log1p(pos[rows]).astype(np.float32), "pos_frac": pos[rows] / np.maximum(lens[dlg[rows]] - 1, 1),
         "is_user": is_user[rows], "same_role": (roles[rows] == roles[r_prev]).astype(np.float32),

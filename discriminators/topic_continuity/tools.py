@@ -22,10 +22,12 @@ def _embedder(spec: str, cache_dir: str | None):
 
 
 def load_training_data(data: list[str], splice: list[str] | None = None, splice_n: int = 0, seed: int = 0,
-                       negatives_n: int = 0, log=print) -> list[D.Dialogue]:
+                       negatives_n: int = 0, log=print, cue_rate: float = 0.0) -> list[D.Dialogue]:
     """Labelled dialogues from ``FORMAT:PATH`` specs, plus ``splice_n`` spliced dialogues made from
     the chats of each ``splice`` file (labelled: switch at the splice, 0 elsewhere) and
-    ``negatives_n`` of its real chats whole, every message a continuation (0)."""
+    ``negatives_n`` of its real chats whole, every message a continuation (0). With
+    ``cue_rate``, that share of the spliced and real chats' user messages get a soft cue
+    (data.cue_augment), switches and continuations alike."""
     out: list[D.Dialogue] = []
     for spec in data:
         fmt, path = D.parse_spec(spec)
@@ -36,9 +38,9 @@ def load_training_data(data: list[str], splice: list[str] | None = None, splice_
         # within one file: a user who keeps a window open keeps its language and register
         path = D.parse_spec(spec)[1]
         chats = list(D.read_chats(path))
-        out += D.splice(chats, splice_n, seed=seed * 1000 + k)
         neg = random.Random(seed * 1000 + k).sample(chats, min(negatives_n, len(chats)))
-        out += D.continuations([d for d in neg if len(d) >= 2])
+        made = D.splice(chats, splice_n, seed=seed * 1000 + k) + D.continuations([d for d in neg if len(d) >= 2])
+        out += D.cue_augment(made, cue_rate, seed=seed * 1000 + k) if cue_rate > 0 else made
         log(f"  {path}: {splice_n} spliced pseudo multi-turn dialogues and {len(neg)} real ones from {len(chats)} chats")
     if not out:
         raise D.DataError("no training data: give --data FORMAT:PATH and/or --splice PATH with --splice-n N")
@@ -47,20 +49,28 @@ def load_training_data(data: list[str], splice: list[str] | None = None, splice_
 
 def train(data: list[str], out: str, splice: list[str] | None = None, splice_n: int = 0,
           kinds=KINDS, folds: int = 5, seed: int = 0, embedder: str = "use-m3", cache_dir: str | None = None,
-          negatives_n: int = 0, log=print) -> TopicModel:
-    dialogues = load_training_data(data, splice, splice_n, seed, negatives_n, log)
+          negatives_n: int = 0, log=print, cue_rate: float = 0.1) -> TopicModel:
+    dialogues = load_training_data(data, splice, splice_n, seed, negatives_n, log, cue_rate=cue_rate)
     m = fit_model(dialogues, _embedder(embedder, cache_dir), kinds=kinds, folds=folds, seed=seed,
                   embedder_name=embedder, log=log)
     m.info["data"] = [os.path.basename(D.parse_spec(s)[1]) for s in data]
     m.info["splice"] = {"from": [os.path.basename(D.parse_spec(s)[1]) for s in splice or []], "n": splice_n,
-                        "real_negatives": negatives_n}
+                        "real_negatives": negatives_n, "cue_rate": cue_rate}
     m.save(out)
     return m
 
 
-def evaluate(model_dir: str | None, path: str, fmt: str | None = None, cache_dir: str | None = None) -> dict:
+def load_model(model_dir: str | None, profile: str | None) -> TopicModel:
+    try:
+        return TopicModel.load(model_dir, profile=profile)
+    except KeyError as e:
+        raise D.DataError(f"--profile: {e.args[0]}") from None
+
+
+def evaluate(model_dir: str | None, path: str, fmt: str | None = None, cache_dir: str | None = None,
+             profile: str | None = None) -> dict:
     """Switch-class P/R/F1 of the model's decisions, ROC-AUC of its P(switch), Pk / WindowDiff."""
-    m = TopicModel.load(model_dir)
+    m = load_model(model_dir, profile)
     dialogues = [d for d in D.read(path, fmt) if (d.labels >= 0).any()]
     if not dialogues:
         raise D.DataError(f"{path}: no labelled messages")
@@ -69,7 +79,7 @@ def evaluate(model_dir: str | None, path: str, fmt: str | None = None, cache_dir
     p = m.p_switch(batch.X)
     res = {"file": path, "format": fmt or D.guess_format(path), "dialogues": len(dialogues),
            "labelled_messages": int(mask.sum()), "switch_rate": float((y[mask] == 1).mean()),
-           "threshold": m.threshold, **prf(y[mask] == 1, p[mask] >= m.threshold), "roc_auc": roc_auc(y[mask] == 1, p[mask])}
+           "profile": m.profile, "head": m.active_head, "threshold": m.threshold, **prf(y[mask] == 1, p[mask] >= m.threshold), "roc_auc": roc_auc(y[mask] == 1, p[mask])}
     refs, hyps = [], []
     start = 0
     for d in dialogues:
@@ -87,16 +97,17 @@ def print_eval(res: dict, out: TextIO = sys.stdout) -> None:
     fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
     print(f"{res['file']} ({res['format']}): {res['dialogues']} dialogues, {res['labelled_messages']} labelled "
           f"messages, switch rate {res['switch_rate']:.4f}", file=out)
-    print(f"switch class at threshold {res['threshold']:.4f}: precision {fmt(res['precision'])}  recall "
+    print(f"switch class at threshold {res['threshold']:.4f} (profile {res.get('profile') or '-'}): precision {fmt(res['precision'])}  recall "
           f"{fmt(res['recall'])}  F1 {fmt(res['f1'])}  (tp {res['tp']} fp {res['fp']} fn {res['fn']})", file=out)
     print(f"ROC-AUC {fmt(res['roc_auc'])}   Pk {fmt(res['pk'])}   WindowDiff {fmt(res['windowdiff'])}", file=out)
 
 
-def predict(model_dir: str | None, inp: str, out: str, cache_dir: str | None = None, batch: int = 256) -> int:
+def predict(model_dir: str | None, inp: str, out: str, cache_dir: str | None = None, batch: int = 256,
+            profile: str | None = None) -> int:
     """Copy JSONL chats from ``inp`` to ``out``, adding to every message after the first
     ``topic_continuity`` (calibrated P(same topic)) and ``topic_switch`` (the model's decision);
     the first message gets null for both. Returns the number of lines."""
-    m = TopicModel.load(model_dir)
+    m = load_model(model_dir, profile)
     emb = _embedder(m.embedder, cache_dir)
     n = 0
     tmp = out + ".tmp"
@@ -125,4 +136,19 @@ def predict(model_dir: str | None, inp: str, out: str, cache_dir: str | None = N
     return n
 
 
-__all__ = ["train", "evaluate", "print_eval", "predict", "DEFAULT_DIR"]
+def adapt(data: list[str], out: str, base: str | None = None, profile: str | None = None, folds: int = 5,
+          seed: int = 0, cache_dir: str | None = None, log=print) -> TopicModel:
+    """Refit the last layer and the threshold of ``base``'s ``profile`` head on the user's own
+    labelled dialogues (model.adapt) and save the base with the result as its default
+    profile ``adapted``; the base's own profiles stay as they were."""
+    from .model import adapt as adapt_head
+    m0 = TopicModel.load(base)
+    dialogues = load_training_data(data, log=log)
+    m = adapt_head(m0, dialogues, _embedder(m0.embedder, cache_dir), profile=profile, folds=folds, seed=seed,
+                   log=log)
+    m.info.setdefault("adapted", {})["data"] = [os.path.basename(D.parse_spec(s)[1]) for s in data]
+    m.save(out)
+    return m.use(None)
+
+
+__all__ = ["train", "evaluate", "print_eval", "predict", "adapt", "DEFAULT_DIR"]

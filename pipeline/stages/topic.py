@@ -5,11 +5,13 @@ prepare (once, over all parts): the discriminator scores every message after the
 message whose role is in `switch_roles` (default: user, who is the one changing topic in
 logs) is *pseudo* multi-turn. Decisions go to `.work/decisions.arrow`:
 
-- `policy: ratio`: keep every true multi-turn conversation and k pseudo ones, k =
-  min(n_pseudo, round(r * n_true / (1 - r))), so pseudo / output = r (`pseudo_ratio`) to
-  within one record. The k are the pseudo conversations with the smallest blake2b(seed, id):
-  deterministic, independent of part order and worker count. The rest go to rejected/ with
-  reason `pseudo_over_ratio`.
+- `policy: ratio`: keep every true multi-turn conversation and k pseudo ones as they are, k =
+  min(n_pseudo, round(r * n_true / (1 - r))) (`pseudo_ratio` r). The k are the pseudo
+  conversations with the smallest blake2b(seed, id): deterministic, independent of part order
+  and worker count. The others are split at their switches into single-topic conversations
+  (`over_ratio: split`, the default: a wrong switch call costs context, never data) or, with
+  `over_ratio: drop`, go to rejected/ as `pseudo_over_ratio`, which makes pseudo / output = r
+  to within one record.
 - `policy: split_at_switch`: every pseudo conversation is cut before each switch into
   conversations that each keep only their own topic's context (leading system messages go
   with every piece); a piece without an assistant reply is archived as `split_piece_no_reply`.
@@ -34,6 +36,7 @@ from ..schema import SCHEMA
 from .base import Stage, StageContext, decided_batches, decisions_path, part_tasks, with_meta
 
 POLICIES = ("ratio", "split_at_switch")
+OVER_RATIO = ("split", "drop")
 
 DECISIONS = pa.schema([
     pa.field("part", pa.int32()), pa.field("row", pa.int32()),
@@ -47,9 +50,11 @@ PSEUDO_KEEP = "pseudo_keep.npy"  # (part << 32 | row) of the pseudo conversation
 class TopicConfig:
     model: str | None = None          # model dir; None: the shipped model
     policy: str = "ratio"
-    pseudo_ratio: float = 0.1         # share of pseudo multi-turn in the output (policy ratio)
+    pseudo_ratio: float = 0.1         # pseudo multi-turn kept whole, as a share (policy ratio)
+    over_ratio: str = "split"         # pseudo beyond the ratio: split at switches, or drop
+    profile: str | None = None        # operating point of the model; None: its default (assistant)
     switch_roles: list = field(default_factory=lambda: ["user"])
-    threshold: float | None = None    # override the model's operating threshold on P(switch)
+    threshold: float | None = None    # override the profile's operating threshold on P(switch)
     seed: int = 0
     cache_dir: str | None = None      # embedding cache (vectors only, no text)
     batch: int = 512                  # conversations scored per call
@@ -57,6 +62,8 @@ class TopicConfig:
     def check(self) -> None:
         if self.policy not in POLICIES:
             raise ConfigError(f"topic: policy {self.policy!r}; use one of {POLICIES}")
+        if self.over_ratio not in OVER_RATIO:
+            raise ConfigError(f"topic: over_ratio {self.over_ratio!r}; use one of {OVER_RATIO}")
         if not 0.0 <= float(self.pseudo_ratio) < 1.0:
             raise ConfigError(f"topic: pseudo_ratio {self.pseudo_ratio!r} must be in [0, 1)")
         if isinstance(self.switch_roles, str):
@@ -86,7 +93,10 @@ class Topic(Stage):
     def _model(self, cfg: TopicConfig):
         from discriminators.topic_continuity.model import TopicModel
 
-        m = TopicModel.load(cfg.model)
+        try:
+            m = TopicModel.load(cfg.model, profile=cfg.profile)
+        except KeyError as e:
+            raise ConfigError(f"topic: profile: {e.args[0]}") from None
         if cfg.threshold is not None:
             m.threshold = float(cfg.threshold)
         return m
@@ -174,7 +184,7 @@ class Topic(Stage):
                 writers[pi] = shards.PartWriter(decisions_path(folder, pi), DECISIONS)
             writers[pi].close()
         n_true = n - n_pseudo
-        kept_pseudo = 0  # split_at_switch: pseudo conversations become on-topic pieces
+        kept_pseudo = 0  # split_at_switch: every pseudo conversation becomes on-topic pieces
         keys = np.zeros(0, dtype=np.int64)
         if cfg.policy == "ratio":
             kept_pseudo = pseudo_quota(n_true, n_pseudo, float(cfg.pseudo_ratio))
@@ -185,14 +195,15 @@ class Topic(Stage):
         np.save(os.path.join(folder, ".work", PSEUDO_KEEP), np.sort(keys))
         stats = {
             "policy": cfg.policy, "pseudo_ratio_target": float(cfg.pseudo_ratio) if cfg.policy == "ratio" else None,
-            "model": cfg.model or "shipped", "model_kind": model.kind, "threshold": model.threshold,
+            "model": cfg.model or "shipped", "model_kind": model.head_kind, "profile": model.profile,
+            "head": model.active_head, "threshold": model.threshold,
+            "over_ratio": cfg.over_ratio if cfg.policy == "ratio" else None,
             "embedder": emb.name, "switch_roles": list(cfg.switch_roles),
             "conversations": n, "true_multi_turn": n_true, "pseudo_multi_turn": n_pseudo,
             "scored_messages": n_scored, "switch_rate_all_messages": n_switch / n_scored if n_scored else None,
             "switch_rate": n_eligible_switch / n_eligible if n_eligible else None,
             "pseudo_share_before": n_pseudo / n if n else None,
-            "pseudo_kept": kept_pseudo,
-            "pseudo_share_after": kept_pseudo / (n_true + kept_pseudo) if (n_true + kept_pseudo) else None,
+            "pseudo_quota": kept_pseudo,
         }
         shards.atomic_write_json(os.path.join(folder, ".work", "prepared.json"), stats)
 
@@ -211,21 +222,27 @@ class Topic(Stage):
                     ctx.keep()
                     ctx.stats["true_kept"] += 1
                     out.append(rec)
-                elif cfg.policy == "ratio":
-                    if (payload["index"] << 32) | d["row"] in kept_keys:
-                        ctx.keep()
-                        ctx.stats["pseudo_kept"] += 1
-                        out.append(rec)
-                    else:
-                        meta = rec["meta"] or {}
-                        ctx.reject("pseudo_over_ratio", record_id=rec["id"],
-                                   detail=f"switch before message(s) {[i for i, s in enumerate(d['switch']) if s]}; "
-                                          f"pseudo_ratio={cfg.pseudo_ratio}",
-                                   source_file=meta.get("source_file"), line=meta.get("source_line"),
-                                   raw=json.dumps(rec, ensure_ascii=False, default=str))
+                elif cfg.policy == "ratio" and (payload["index"] << 32) | d["row"] in kept_keys:
+                    ctx.keep()
+                    ctx.stats["pseudo_kept"] += 1
+                    out.append(rec)
+                elif cfg.policy == "ratio" and cfg.over_ratio == "drop":
+                    meta = rec["meta"] or {}
+                    ctx.reject("pseudo_over_ratio", record_id=rec["id"],
+                               detail=f"switch before message(s) {[i for i, s in enumerate(d['switch']) if s]}; "
+                                      f"pseudo_ratio={cfg.pseudo_ratio}",
+                               source_file=meta.get("source_file"), line=meta.get("source_line"),
+                               raw=json.dumps(rec, ensure_ascii=False, default=str))
+                    ctx.stats["pseudo_dropped"] += 1
                 else:
                     ctx.keep()
                     pieces = split_at_switches(rec, d["switch"])
+                    if not any(ok for _, ok in pieces):
+                        # no piece could stand alone (e.g. no reply after any cut): keep it whole
+                        # rather than lose the conversation
+                        ctx.stats["pseudo_kept_unsplittable"] += 1
+                        out.append(rec)
+                        continue
                     ctx.stats["pseudo_split"] += 1
                     for piece, ok in pieces:
                         if ok:
@@ -233,6 +250,7 @@ class Topic(Stage):
                             out.append(piece)
                         else:
                             meta = rec["meta"] or {}
+                            ctx.stats["split_pieces_no_reply"] += 1
                             ctx.reject("split_piece_no_reply", n_inputs=0, record_id=piece["id"],
                                        detail=f"piece of {rec['id']} without an assistant reply",
                                        source_file=meta.get("source_file"), line=meta.get("source_line"),
@@ -244,9 +262,15 @@ class Topic(Stage):
         with open(os.path.join(folder, ".work", "prepared.json")) as f:
             stats = json.load(f)
         out = counts.get("records_out", 0)
-        if cfg.policy == "split_at_switch":
-            stats["split_pieces"] = counts["stats"].get("split_pieces", 0)
-            stats["pseudo_share_after"] = 0.0 if out else None
+        c = counts.get("stats", {})
+        # what became of the pseudo conversations: kept whole, split into pieces, dropped
+        kept_whole = c.get("pseudo_kept", 0) + c.get("pseudo_kept_unsplittable", 0)
+        stats.update({"pseudo_kept": c.get("pseudo_kept", 0),
+                      "pseudo_kept_unsplittable": c.get("pseudo_kept_unsplittable", 0),
+                      "pseudo_split": c.get("pseudo_split", 0), "pseudo_dropped": c.get("pseudo_dropped", 0),
+                      "split_pieces": c.get("split_pieces", 0),
+                      "split_pieces_no_reply": c.get("split_pieces_no_reply", 0),
+                      "pseudo_share_after": kept_whole / out if out else None})
         return {"topic": stats}
 
 
