@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import glob
 import json
+import mmap
 import os
 import shutil
 from dataclasses import dataclass
@@ -684,10 +685,21 @@ class RowStore:
         for p in np.unique(part).tolist():
             sel = np.flatnonzero(part == p)
             out[sel] = self.parts[p][rows[sel] - self.lo[p]]
+            _release(self.parts[p])
         return out
 
 
-def _verify(pairs: np.ndarray, idx, sigs: RowStore, chunk: int = 1 << 16) -> np.ndarray:
+def _release(a: np.ndarray) -> None:
+    """Drop a read-only memory map's pages from this process once its rows are copied out: they
+    stay in the page cache, but random reads over a whole column would otherwise leave the
+    column's size in the process's resident memory (512 bytes per conversation for
+    signatures)."""
+    m = getattr(a, "_mmap", None)
+    if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        m.madvise(mmap.MADV_DONTNEED)
+
+
+def _verify(pairs: np.ndarray, idx, sigs: RowStore, chunk: int = 1 << 14) -> np.ndarray:
     """Estimated Jaccard (share of equal signature values) of each pair, in chunks."""
     est = np.empty(len(pairs))
     for a in range(0, len(pairs), chunk):
