@@ -35,7 +35,7 @@ ZH_ADDRESS = re.compile(
     + r"(?:\s?[1-8][0-9]{5}(?![0-9]))?"
 )
 ZH_GATE = re.compile("[路街巷弄村里号道院苑园寓]")
-# words that end a sentence's verb phrase right before an address: trimmed off the front
+# words that end a sentence's verb phrase right before an address: the address starts after them
 _CUES = ("地址是", "地址为", "地址", "住址", "寄到", "送到", "发到", "寄往", "送往", "搬到", "住在", "位于", "家在", "家住",
          "我住", "在", "到", "是", "为", "住", "往", "于", "：", ":")
 
@@ -83,16 +83,14 @@ def _trim_front(text: str, s: int, e: int) -> int:
         for ln in (2, 3, 4, 5, 6, 7):
             if head[i:i + ln] in names:
                 return s + i
-    i = 0
-    moved = True
-    while moved and i < 8:
-        moved = False
-        for cue in _CUES:
-            if head.startswith(cue, i):
-                i += len(cue)
-                moved = True
-                break
-    return s + i
+    # no known name: the address starts after the last cue word in front of its street part
+    street = min((head.find(x) for x in STREET_SUFFIXES if head.find(x) > 0), default=len(head))
+    start = 0
+    for cue in _CUES:
+        k = head.rfind(cue, 0, street)
+        if k >= 0 and k + len(cue) > start and k + len(cue) < street:
+            start = k + len(cue)
+    return s + start
 
 
 def find_addresses(texts: Sequence[str], zh_score: float = 0.85, en_score: float = 0.85) -> List[List[Span]]:
