@@ -32,7 +32,7 @@ _UNIT = ("(?:[-－]?(?:" + _NUM + "|[A-Za-z0-9]{1,4})(?:号院|号楼|号|弄|�
 ZH_ADDRESS = re.compile(
     "(?:" + _ADMIN + "{1,5}" + _STREET + "(?:" + _STREET + ")?" + _UNIT + "{0,5}"
     + "|" + _STREET + _UNIT + "{1,5})"
-    + r"(?:\s?[1-8][0-9]{5}(?![0-9]))?"
+    + r"(?:\s?[0-9]{6}(?![0-9]))?"  # a postcode after it
 )
 ZH_GATE = re.compile("[路街巷弄村里号道院苑园寓]")
 # words that end a sentence's verb phrase right before an address: the address starts after them

@@ -1,7 +1,8 @@
 """PII stage: anonymise every message, then re-scan; residual PII is a red line.
 
 Detection is `pipeline.pii.analyzer.PiiAnalyzer` (presidio with the team's Chinese recognizers
-and secrets recognizers, pattern-based, offline). Every finding is replaced by
+and secrets recognizers, pattern-based, offline; personal names in Chinese and English and
+street-level addresses from `pipeline.pii.names` / `.addresses`, docs/stages/pii.md#names-and-addresses). Every finding is replaced by
 `pipeline.pii.anonymize` through presidio-anonymizer: a consistent, format-preserving pseudonym
 (default) or a `<ENTITY>` placeholder, per entity. After anonymising, each message is scanned
 again with every entity the analyzer knows (not only the configured ones), ignoring the spans
