@@ -141,12 +141,13 @@ class LacTagger:
         ar = np.arange(b)
         dp = em[:, 0].copy()
         bps = np.empty((max(t_max - 1, 0), b, k), dtype=np.int64)
+        trans = self._trans[None]
+        full = int(lens.min())  # rows are sorted by length: up to here every row is live
         for t in range(1, t_max):
-            scores = dp[:, :, None] + self._trans[None]
+            scores = dp[:, :, None] + trans
             bp = scores.argmax(1)
-            new = np.take_along_axis(scores, bp[:, None, :], 1)[:, 0] + em[:, t]
-            live = (t < lens)[:, None]
-            dp = np.where(live, new, dp)
+            new = scores.max(1) + em[:, t]
+            dp = new if t < full else np.where((t < lens)[:, None], new, dp)
             bps[t - 1] = bp
         cur = dp.argmax(1)
         path = np.empty((b, t_max), dtype=np.int64)
@@ -231,6 +232,7 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
+_CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.S)
 
 
 def latin_share(text: str) -> float:
@@ -357,8 +359,10 @@ class EnglishNames:
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         found: List[List[Span]] = [[] for _ in texts]
-        todo = [i for i, t in enumerate(texts) if t and latin_share(t) >= self.min_latin]
-        for i, doc in zip(todo, self.nlp.pipe([texts[i] for i in todo], batch_size=64)):
+        prose = [_CODE_BLOCK.sub(lambda m: " " * len(m.group(0)), t) if t and "```" in t else t for t in texts]
+        todo = [i for i, t in enumerate(prose) if t and latin_share(t) >= self.min_latin]
+        # spaCy reads the prose only: fenced code is blanked (same offsets), it is no place for names
+        for i, doc in zip(todo, self.nlp.pipe([prose[i] for i in todo], batch_size=64)):
             # spans spaCy calls a place, organisation, product ... are not taken for a name by the
             # gazetteer or the cues below (Paris, China, London Eye)
             # (not ORG / NORP: the small model calls many foreign names an organisation)
