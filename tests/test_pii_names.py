@@ -30,8 +30,9 @@ def test_chinese_names_in_chat_forms(an):
     assert found(an, "张先生您好，请问李女士在吗？王总说明天开会。", entity="PERSON") == ["张先生", "李女士", "王总"]
     assert found(an, "收件人：欧阳娜娜，麻烦放门卫。", entity="PERSON") == ["欧阳娜娜"]
     assert "陈建国" in found(an, "昨天陈建国和我去开会了", entity="PERSON")
-    # words that only look like a surname + title are not names
+    # words that only look like a surname + title are not names, nor a unit after a number
     assert found(an, "这位先生请坐，各位老师辛苦了，今天总结一下。", entity="PERSON") == []
+    assert found(an, "平年 365 天，365 ÷ 7 = 52 周余 1 天；闰年是 52 周余 2 天。", entity="PERSON") == []
 
 
 def test_public_figures_and_bare_places_stay(an):

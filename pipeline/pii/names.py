@@ -85,6 +85,7 @@ _HAN_RUN = re.compile("[" + _HAN + "]")
 # what LAC tags as a name: Han characters (with the middle dot of transliterations), or a
 # Latin-letter handle inside Chinese text (CLUENER labels those too)
 _NAME_CHARS = re.compile("^(?:[" + _HAN + "·•]+|[A-Za-z][A-Za-z0-9_.]+)$")
+_AFTER_NUMBER = re.compile(r"[0-9０-９一二三四五六七八九十百千万两几]\s?$")
 PER_B = 16  # LAC's tag id of PER-B (shared with nr-B)
 # a word runs on over any *-I tag, whatever its label (as LAC decodes): the odd ids below 48 ("O")
 _INSIDE = np.array([i % 2 == 1 and i < 48 for i in range(64)])
@@ -218,6 +219,9 @@ class ChineseNames:
                 if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name) or name in NOT_NAMES:
                     continue
                 if self.mode == "personal" and not _CHINESE_NAME.match(name):
+                    continue
+                # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
+                if _AFTER_NUMBER.search(text, max(0, s - 2), s):
                     continue
                 found[ti].append((s, e, self.score))
         for ti, text in enumerate(texts):
