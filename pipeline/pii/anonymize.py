@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import string
 from datetime import date, timedelta
 
@@ -113,21 +114,65 @@ def _fake_ssn(value: str, rng: random.Random) -> str:
     return _digits_like(value, rng, f"{area:03d}")
 
 
-def _faker_value(value: str, rng: random.Random, what: str) -> str:
-    """A faker name or city in the value's script (zh_CN for Chinese, en_US otherwise)."""
+_HAN = re.compile("[\u4e00-\u9fff]")
+
+
+def _faker(value: str, rng: random.Random):
     from faker import Faker
 
-    f = Faker("zh_CN" if any("\u4e00" <= c <= "\u9fff" for c in value) else "en_US")
+    f = Faker("zh_CN" if _HAN.search(value) else "en_US")
     f.seed_instance(rng.randrange(1 << 30))
-    return getattr(f, what)()
+    return f
 
 
 def _fake_person(value: str, rng: random.Random) -> str:
-    return _faker_value(value, rng, "name")
+    """A name of the same script and length; a title stays (张先生 -> 刘先生, Ms. Jane Doe -> Ms. Amy Lee)."""
+    from .names import COMPOUND_SURNAMES, SURNAMES, TITLES
+
+    if _HAN.search(value):
+        title = next((t for t in TITLES if value.endswith(t) and len(value) > len(t)), "")
+        core = value[: len(value) - len(title)] if title else value
+        given_chars = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建文辉宇鹏飞浩然子轩欣怡梓涵晨阳佳琪雨"
+        common = SURNAMES[:100]
+        if core[:2] in COMPOUND_SURNAMES:
+            surname, rest = rng.choice(COMPOUND_SURNAMES), core[2:]
+        else:
+            surname, rest = rng.choice(common), core[1:]
+        if core and not _HAN.match(core[0]):  # a handle inside Chinese text
+            return _fake_alnum(value, rng)
+        return surname + "".join(rng.choice(given_chars) for _ in rest) + title
+    f = _faker(value, rng)
+    words = value.split()
+    prefix = [w for w in words[:1] if w.rstrip(".").lower() in ("mr", "mrs", "ms", "miss", "dr", "prof")]
+    rest = words[len(prefix):]
+    if len(rest) <= 1:
+        new = [f.first_name()] if not prefix else [f.last_name()]
+    else:
+        new = [f.first_name()] + [f.first_name() for _ in rest[1:-1]] + [f.last_name()]
+    return " ".join(prefix + new)
+
+
+_ZH_PART = re.compile("([\u4e00-\u9fff]+?)(特别行政区|自治区|自治州|自治县|地区|街道|省|市|州|盟|区|县|旗|镇|乡|大街|大道|胡同|"
+                      "小区|花园|公寓|新村|路|街|巷|弄|村|里)")
+_ZH_STEMS = ("长宁", "东湖", "青山", "南湖", "西城", "华阳", "新城", "安平", "永安", "清河", "平山", "丰泽", "江北", "城关",
+             "兴华", "和平", "建设", "解放", "人民", "文化", "光明", "友谊", "胜利", "幸福", "朝阳", "天河", "滨江", "金山")
 
 
 def _fake_location(value: str, rng: random.Random) -> str:
-    return _faker_value(value, rng, "city")
+    """An address with the same parts: each named part gets another name with the same suffix
+    (省 / 市 / 区 / 路 ...), numbers other digits; English: street name, town and ZIP replaced."""
+    if _HAN.search(value):
+        def part(m):
+            stem = rng.choice(_ZH_STEMS)
+            return (stem * 2)[: max(1, min(len(m.group(1)), 4))] + m.group(2)
+        out = _ZH_PART.sub(part, value)
+        return _digits_like(out, rng, str(rng.randrange(1, 10)))
+    f = _faker(value, rng)
+    keep = {"Street", "St", "Avenue", "Ave", "Road", "Rd", "Lane", "Ln", "Drive", "Dr", "Boulevard", "Blvd", "Court",
+            "Ct", "Way", "Place", "Pl", "Apt", "Apartment", "Suite", "Ste", "Unit", "Flat"}
+    out = re.sub(r"[A-Z][a-z]+", lambda m: m.group(0) if m.group(0) in keep else f.last_name(), value)
+    out = re.sub(r"(?<![A-Za-z])[A-Z]{2}(?![A-Za-z])", lambda m: f.state_abbr(), out)
+    return _digits_like(out, rng, str(rng.randrange(1, 10)))
 
 
 FAKERS = {

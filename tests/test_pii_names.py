@@ -1,0 +1,139 @@
+"""Names (PERSON) and street-level addresses (LOCATION) in Chinese and English: detection,
+public figures and bare place names left alone, format-keeping consistent pseudonyms, and the
+stage end to end. Every name and address here is invented or drawn from faker; the models are the
+real ones (LAC's shipped weights on onnxruntime, spaCy's en_core_web_sm wheel)."""
+import re
+
+import pytest
+
+from conftest import write_jsonl
+from pipeline import runner, shards
+from pipeline.pii import get_analyzer
+from pipeline.pii.addresses import find_addresses
+from pipeline.pii.anonymize import Pseudonymizer
+from pipeline.pii.names import COMPOUND_SURNAMES, ChineseNames, han_chunks
+
+HAN = re.compile("[\u4e00-\u9fff]")
+
+
+@pytest.fixture(scope="module")
+def an():
+    return get_analyzer()
+
+
+def found(an, text, lang="zh", entity=None):
+    return [text[f.start:f.end] for f in an.analyze(text, lang) if entity in (None, f.entity_type)]
+
+
+def test_chinese_names_in_chat_forms(an):
+    assert found(an, "你好，我叫王小明，今年二十岁。", entity="PERSON") == ["王小明"]
+    assert found(an, "张先生您好，请问李女士在吗？王总说明天开会。", entity="PERSON") == ["张先生", "李女士", "王总"]
+    assert found(an, "收件人：欧阳娜娜，麻烦放门卫。", entity="PERSON") == ["欧阳娜娜"]
+    assert "陈建国" in found(an, "昨天陈建国和我去开会了", entity="PERSON")
+    # words that only look like a surname + title are not names, nor a unit after a number
+    assert found(an, "这位先生请坐，各位老师辛苦了，今天总结一下。", entity="PERSON") == []
+    assert found(an, "平年 365 天，365 ÷ 7 = 52 周余 1 天；闰年是 52 周余 2 天。", entity="PERSON") == []
+
+
+def test_public_figures_and_bare_places_stay(an):
+    text = "李白是唐代诗人，鲁迅写了《呐喊》，我住在北京市，明天去上海。"
+    assert found(an, text) == []
+    assert found(an, "Shakespeare wrote Hamlet; Albert Einstein explained the photoelectric effect.", "en") == []
+    assert found(an, "Paris is the capital of France and Tokyo of Japan.", "en") == []
+
+
+def test_english_names_and_street_addresses(an):
+    text = "Hi, this is Jane Miller from 42 Oak Street, Springfield, IL 62704. Call me back."
+    got = [(f.entity_type, text[f.start:f.end]) for f in an.analyze(text, "en")]
+    assert ("PERSON", "Jane Miller") in got
+    assert ("LOCATION", "42 Oak Street, Springfield, IL 62704") in got
+
+
+def test_chinese_addresses_reach_street_level():
+    texts = ["寄到北京市海淀区中关村大街1号，谢谢", "我家在朝阳区建国路88号院3号楼2单元501室", "快递送到中关村大街27号",
+             "北京是首都", "上海市的天气不错", "思路清晰，道路通畅"]
+    got = [[t[s:e] for s, e, _ in fs] for t, fs in zip(texts, find_addresses(texts))]
+    assert got == [["北京市海淀区中关村大街1号"], ["朝阳区建国路88号院3号楼2单元501室"], ["中关村大街27号"], [], [], []]
+
+
+def test_faker_addresses_found():
+    from faker import Faker
+
+    fk = Faker("zh_CN")
+    fk.seed_instance(5)
+    addrs = [fk.address() for _ in range(40)]
+    texts = [f"请寄到{a}，谢谢" for a in addrs]
+    hits = sum(any(t[s:e] == a or a in t[s:e] for s, e, _ in fs) for a, t, fs in zip(addrs, texts, find_addresses(texts)))
+    assert hits >= 36, hits
+
+
+def test_chunks_cover_only_han_sentences():
+    text = "def f(x):\n    return x\n你好，张伟。\n" + "好" * 300
+    chunks = han_chunks(text)
+    assert chunks[0] == (text.index("你好"), "你好，张伟")
+    assert all(len(c) <= 120 for _, c in chunks) and sum(len(c) for _, c in chunks[1:]) == 300
+
+
+def test_batched_tagger_matches_one_text_at_a_time():
+    cn = ChineseNames()
+    texts = ["我叫王小明", "昨天陈建国和刘芳去了公司", "没有名字的句子", "张伟：你好" * 30]
+    assert cn.find_batch(texts) == [cn.find_batch([t])[0] for t in texts]
+
+
+def test_name_and_address_pseudonyms_keep_their_form():
+    p = Pseudonymizer("salt")
+    for name in ("王小明", "李娜", "欧阳娜娜"):
+        fake = p.replace("PERSON", name, "c1")
+        assert fake != name and len(fake) == len(name) and all(HAN.match(c) for c in fake)
+        assert p.replace("PERSON", name, "c1") == fake  # consistent in a scope
+    assert p.replace("PERSON", "欧阳娜娜", "c1")[:2] in COMPOUND_SURNAMES
+    for title in ("先生", "女士", "总", "老师"):
+        fake = p.replace("PERSON", "张" + title, "c1")
+        assert fake.endswith(title) and fake != "张" + title and len(fake) == 1 + len(title)
+    en = p.replace("PERSON", "Jane Miller", "c1")
+    assert en != "Jane Miller" and len(en.split()) == 2
+    addr = p.replace("LOCATION", "北京市海淀区中关村大街1号", "c1")
+    assert addr != "北京市海淀区中关村大街1号"
+    assert re.fullmatch(r"[\u4e00-\u9fff]+市[\u4e00-\u9fff]+区[\u4e00-\u9fff]+[街路村][\u4e00-\u9fff]*[0-9]号", addr), addr
+    street = p.replace("LOCATION", "42 Oak Street, Springfield, IL 62704", "c1")
+    assert re.fullmatch(r"[0-9]{2} [A-Z][a-z]+ Street, [A-Z][a-z]+, [A-Z]{2} [0-9]{5}", street), street
+
+
+PEOPLE = ["王小明", "张先生", "欧阳娜娜", "陈建国"]
+ADDRS = ["北京市海淀区中关村大街1号", "上海市浦东新区世纪大道100号2单元301室"]
+
+
+def test_planted_names_and_addresses_do_not_survive_the_stage(tmp_path):
+    convs = [
+        {"id": "z1", "messages": [
+            {"role": "user", "content": f"你好，我叫{PEOPLE[0]}，快递请寄到{ADDRS[0]}。"},
+            {"role": "assistant", "content": f"好的{PEOPLE[0]}，已记录地址：{ADDRS[0]}。请问{PEOPLE[1]}是您的同事吗？"},
+            {"role": "user", "content": f"是的，还有收件人：{PEOPLE[2]}，地址{ADDRS[1]}。昨天{PEOPLE[3]}也来过。"},
+            {"role": "assistant", "content": "明白了。顺便一提，李白是唐代诗人。"}]},
+        {"id": "e1", "messages": [
+            {"role": "user", "content": "Hi, this is Jane Miller from 42 Oak Street, Springfield. My manager Tom Baker agrees."},
+            {"role": "assistant", "content": "Thanks Jane Miller, I have noted 42 Oak Street. Shakespeare would approve."}]},
+    ]
+    src = write_jsonl(tmp_path / "c.jsonl", convs)
+    runner.run_stage("extract", {"source": "t"}, src, str(tmp_path / "ext"), progress=False)
+    m = runner.run_stage("pii", {"salt": "s"}, str(tmp_path / "ext"), str(tmp_path / "pii"), progress=False)
+    recs = {r["id"]: r for r in shards.iter_records(str(tmp_path / "pii"))}
+    assert set(recs) == {"z1", "e1"} and m["pii"]["residual"] == {}
+    planted = PEOPLE + ADDRS + ["Jane Miller", "Tom Baker", "42 Oak Street"]
+    for r in recs.values():
+        for msg in r["messages"]:
+            for v in planted:
+                assert v not in msg["content"], (r["id"], v)
+    z = recs["z1"]["messages"]
+    assert "李白" in z[3]["content"] and "Shakespeare" in recs["e1"]["messages"][1]["content"]
+    # the same name and address get the same pseudonym in every turn of the conversation
+    fake_name = re.search("我叫([\u4e00-\u9fff]{3})", z[0]["content"]).group(1)
+    assert z[1]["content"].startswith(f"好的{fake_name}")
+    fake_addr = re.search("寄到(.+?)。", z[0]["content"]).group(1)
+    assert fake_addr in z[1]["content"] and fake_addr != ADDRS[0]
+    assert re.search("请问[\u4e00-\u9fff]先生是您的同事", z[1]["content"])  # the title stays
+    assert m["pii"]["found"]["PERSON"] >= 8 and m["pii"]["found"]["LOCATION"] >= 5
+    # `turnforge scan` does not take the pseudonyms for PII
+    from pipeline import scan
+    import io
+    assert scan.scan_folder(str(tmp_path / "pii"), io.StringIO()) == 0
