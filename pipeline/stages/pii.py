@@ -72,23 +72,26 @@ class Pii(MapStage):
             recs = batch.to_pylist()
             texts = [m["content"] for r in recs for m in r["messages"]]
             langs = [r["lang"] for r in recs for _ in r["messages"]]
+            scopes = [r["id"] if cfg.scope == "conversation" else "" for r in recs for _ in r["messages"]]
             found = analyzer.analyze_batch(texts, langs, fast=cfg.fast)
+            # anonymise every message in order (pseudonyms depend on it), then re-scan the
+            # changed ones in one batch: the name models cost per call, not per message
+            done = [anonymize_text(t, fs, pseudo, sc) for t, fs, sc in zip(texts, found, scopes)]
+            again = [j for j, fs in enumerate(found) if not (same and not fs)]
+            rescan = dict(zip(again, scanner.analyze_batch([done[j][0] for j in again], [langs[j] for j in again],
+                                                           fast=cfg.fast) if again else []))
             kept, k = [], 0
             for rec in recs:
-                scope = rec["id"] if cfg.scope == "conversation" else ""
                 counts: Counter = Counter()
                 residual: list[str] = []
                 written: list[dict] = []
                 for mi, m in enumerate(rec["messages"]):
-                    fs = found[k]
+                    fs, (new, spans) = found[k], done[k]
+                    left = [f for f in rescan.get(k, []) if not any(f.start < e and s < f.end for s, e, _ in spans)]
                     k += 1
-                    new, spans = anonymize_text(m["content"], fs, pseudo, scope)
                     counts.update(f.entity_type for f in fs)
                     written += [{"message": mi, "start": s, "end": e, "entity": t} for s, e, t in spans
                                 if not new[s:e].startswith("<")]  # pseudonyms only; placeholders are inert
-                    left = [] if (same and not fs) else [
-                        f for f in scanner.analyze(new, rec["lang"], fast=cfg.fast)
-                        if not any(f.start < e and s < f.end for s, e, _ in spans)]
                     for f in left:
                         residual.append(f"messages[{mi}] {f.entity_type} at {f.start}-{f.end}")
                         ctx.stats[f"residual:{f.entity_type}"] += 1
