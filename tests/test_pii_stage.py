@@ -193,3 +193,27 @@ def test_cue_gated_phones_in_any_layout():
     assert phones("They moved to 467 3395 last year") == []
     assert phones("call on 2023-10-05 please") == [] and phones("call 12 34") == []
     assert phones("the recall was 1234 5678") == []
+
+
+def test_second_pass_moves_first_pass_spans_by_the_length_it_changed():
+    """A name the re-scan finds next to a pseudonym is anonymised in a second pass; the first
+    pass's spans are moved by what each earlier replacement changed, so `meta.pii_spans` still
+    points at the pseudonyms."""
+    from presidio_analyzer import RecognizerResult
+
+    from pipeline.pii.anonymize import Pseudonymizer, anonymize_text
+    from pipeline.stages.pii import _second_pass
+
+    pseudo = Pseudonymizer("salt", {"PERSON": "placeholder"}, "pseudonym")
+    text = f"Bob said call {MOBILE} or mail bob@example.com, Bob"
+    first = [RecognizerResult("PHONE_NUMBER", text.index(MOBILE), text.index(MOBILE) + len(MOBILE), 1.0),
+             RecognizerResult("EMAIL_ADDRESS", text.index("bob@"), text.index("bob@") + 15, 1.0)]
+    new, spans = anonymize_text(text, first, pseudo, "")
+    names = [RecognizerResult("PERSON", 0, 3, 0.9), RecognizerResult("PERSON", len(new) - 3, len(new), 0.9)]
+    assert new[0:3] == "Bob" and new[-3:] == "Bob"
+    out, moved = _second_pass((new, spans), names, pseudo, "")
+    assert "Bob" not in out and MOBILE not in out and "bob@example.com" not in out
+    assert [t for _, _, t in moved] == ["PERSON", "PHONE_NUMBER", "EMAIL_ADDRESS", "PERSON"]
+    for (s, e, t), (s0, e0, _) in zip([m for m in moved if m[2] != "PERSON"], sorted(spans)):
+        assert out[s:e] == new[s0:e0]  # the same pseudonym, where it moved to
+    assert all(out[s:e] == "<PERSON>" for s, e, t in moved if t == "PERSON")

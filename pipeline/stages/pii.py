@@ -6,7 +6,9 @@ street-level addresses from `pipeline.pii.names` / `.addresses`, docs/stages/pii
 `pipeline.pii.anonymize` through presidio-anonymizer: a consistent, format-preserving pseudonym
 (default) or a `<ENTITY>` placeholder, per entity. After anonymising, each message is scanned
 again with every entity the analyzer knows (not only the configured ones), ignoring the spans
-just written; what is found there is residual PII. A record with residual PII goes to
+just written; findings of configured entities there (the name models read context, so a name
+next to a fresh pseudonym can appear) get a second pass and one more scan; what is found then,
+or any entity the config does not anonymise, is residual PII. A record with residual PII goes to
 rejected/ (`residual_pii`), residual counts per entity go to the manifest, and more than
 `residual_red_line` residual findings fail the stage. Values never reach the manifest or the
 logs: only entity types, counts, record ids and offsets.
@@ -80,6 +82,20 @@ class Pii(MapStage):
             again = [j for j, fs in enumerate(found) if not (same and not fs)]
             rescan = dict(zip(again, scanner.analyze_batch([done[j][0] for j in again], [langs[j] for j in again],
                                                            fast=cfg.fast) if again else []))
+            # Names and addresses come from models that read context: next to a fresh pseudonym
+            # the re-scan can mark a name the first scan left. Entities this stage anonymises
+            # get a second pass, and that message is scanned once more; what is found then is
+            # residual. Entities the config does not anonymise stay residual (the red line's job).
+            mine = set(analyzer.entity_types)
+            second = []
+            for j in list(rescan):
+                left = [f for f in rescan[j] if not any(f.start < e and s < f.end for s, e, _ in done[j][1])]
+                if left and all(f.entity_type in mine for f in left):
+                    done[j] = _second_pass(done[j], left, pseudo, scopes[j])
+                    second.append(j)
+            if second:
+                rescan.update(zip(second, scanner.analyze_batch([done[j][0] for j in second],
+                                                                [langs[j] for j in second], fast=cfg.fast)))
             kept, k = [], 0
             for rec in recs:
                 counts: Counter = Counter()
@@ -125,3 +141,19 @@ class Pii(MapStage):
         return {"pii": {"found": found, "residual": residual, "messages": st.get("messages", 0),
                         "salt": "configured" if salted else "DEFAULT (dev salt; set TURNFORGE_PII_SALT)",
                         "rejected_files": "mode 0600: records with residual PII"}}
+
+
+def _second_pass(first: tuple, left: list, pseudo, scope: str) -> tuple:
+    """Anonymise `left` (findings in the first pass's output, none overlapping its spans) and
+    move the first pass's spans by what each replacement before them changed in length."""
+    from ..pii.anonymize import anonymize_text
+
+    text, spans = first
+    new, spans2 = anonymize_text(text, left, pseudo, scope)
+    left, spans2 = sorted(left, key=lambda f: f.start), sorted(spans2)
+    if len(spans2) != len(left):  # merged by the anonymizer: keep the first pass; the re-scan reports it
+        return first
+    delta = [(f.end, (e - s) - (f.end - f.start)) for f, (s, e, _) in zip(left, spans2)]
+    moved = [(s + sum(d for end, d in delta if end <= s), e + sum(d for end, d in delta if end <= s), t)
+             for s, e, t in spans]
+    return new, sorted(moved + spans2)
