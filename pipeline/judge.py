@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .config import ConfigError
-from .synth.backends import BackendError, BudgetExhausted, default_cache_dir
+from .synth.backends import BackendError, BudgetExhausted, client_from
 from .synth.followup import seed_lang
 
 DIMENSION_SETS = {"3h": ("helpful", "honest", "harmless"),
@@ -164,14 +164,7 @@ def make_config(sets: dict) -> JudgeConfig:
 
 
 def make_client(cfg: JudgeConfig):
-    from .synth.backends import OpenAICompatClient
-
-    cache = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
-    return OpenAICompatClient(cfg.base_url, cfg.model, cfg.api_key or os.environ.get(cfg.api_key_env),
-                              timeout=cfg.timeout, max_retries=cfg.max_retries, backoff=cfg.backoff,
-                              max_backoff=cfg.max_backoff, concurrency=cfg.concurrency,
-                              max_requests=cfg.max_requests, price_in=cfg.price_in, price_out=cfg.price_out,
-                              cache_dir=None if str(cache).lower() in ("off", "none", "") else cache)
+    return client_from(cfg)
 
 
 # ------------------------------------------------------------------------------ items and prompts

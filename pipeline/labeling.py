@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 
 from .config import ConfigError
-from .synth.backends import BackendError, BudgetExhausted, default_cache_dir
+from .synth.backends import BackendError, BudgetExhausted, client_from
 from .synth.checks import text_lang
 
 GOLD_FORMATS = ("jsonl", "tiage", "dialseg", "woz")
@@ -132,14 +132,7 @@ def make_config(sets: dict) -> tuple[LabelConfig, dict]:
 
 
 def make_client(cfg: LabelConfig):
-    from .synth.backends import OpenAICompatClient
-
-    cache = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
-    return OpenAICompatClient(cfg.base_url, cfg.model, cfg.api_key or os.environ.get(cfg.api_key_env),
-                              timeout=cfg.timeout, max_retries=cfg.max_retries, backoff=cfg.backoff,
-                              max_backoff=cfg.max_backoff, concurrency=cfg.concurrency,
-                              max_requests=cfg.max_requests, price_in=cfg.price_in, price_out=cfg.price_out,
-                              cache_dir=None if str(cache).lower() in ("off", "none", "") else cache)
+    return client_from(cfg)
 
 
 # ------------------------------------------------------------------------------ input

@@ -236,8 +236,10 @@ class Dedup(Stage):
             return self._exact_partition(payload, cfg, dirs, offsets, red)
         if kind == "near":
             return self._near(cfg, dirs, offsets, red)
-        if kind in ("kmeans", "assign"):
-            return self._kmeans(payload, cfg, dirs, offsets, red)
+        if kind == "kmeans":
+            return self._kmeans(cfg, dirs, offsets, red)
+        if kind == "assign":
+            return self._assign(payload["slot"], dirs, offsets, red)
         if kind == "semres":
             return self._semres(cfg, dirs, offsets, red)
         if kind == "merge":  # components of the union of some forests
@@ -356,26 +358,27 @@ class Dedup(Stage):
         _save_drops(red, "near", d, by, s, stats)
         return {"dropped": int(len(d))}
 
-    def _kmeans(self, payload, cfg: DedupConfig, dirs, lo, red) -> dict:
-        """`kmeans`: centres fitted on a seeded sample of the conversations still alive (all of
-        them when there are at most `kmeans_sample`); `assign`: one input part's alive rows to
-        their nearest centre, grouped by hash bucket of the cluster for the `sem` tasks."""
-        embs = RowStore(dirs, "emb", lo)
-        if payload["kind"] == "kmeans":
-            idx = np.flatnonzero(_alive_now(red, 0, int(lo[-1])))
-            k = semantic.n_clusters(len(idx), cfg.clusters)
-            centres = np.zeros((0, 0), np.float32)
-            if k > 1:
-                from sklearn.cluster import KMeans
+    def _kmeans(self, cfg: DedupConfig, dirs, lo, red) -> dict:
+        """Centres fitted on a seeded sample of the conversations still alive (all of them when
+        there are at most `kmeans_sample`)."""
+        idx = np.flatnonzero(_alive_now(red, 0, int(lo[-1])))
+        k = semantic.n_clusters(len(idx), cfg.clusters)
+        centres = np.zeros((0, 0), np.float32)
+        if k > 1:
+            from sklearn.cluster import KMeans
 
-                if len(idx) > cfg.kmeans_sample:
-                    idx = idx[np.sort(np.random.default_rng(cfg.seed).choice(len(idx), size=cfg.kmeans_sample,
-                                                                               replace=False))]
-                km = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed, max_iter=50)
-                centres = km.fit(embs.take(idx).astype(np.float32)).cluster_centers_.astype(np.float32)
-            shards.atomic_write_bytes(os.path.join(red, "centres.npy"), _npy(centres))
-            return {"k": int(k)}
-        p = payload["slot"]
+            if len(idx) > cfg.kmeans_sample:
+                idx = idx[np.sort(np.random.default_rng(cfg.seed).choice(len(idx), size=cfg.kmeans_sample,
+                                                                           replace=False))]
+            km = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed, max_iter=50)
+            centres = km.fit(RowStore(dirs, "emb", lo).take(idx).astype(np.float32)).cluster_centers_.astype(np.float32)
+        shards.atomic_write_bytes(os.path.join(red, "centres.npy"), _npy(centres))
+        return {"k": int(k)}
+
+    def _assign(self, p: int, dirs, lo, red) -> dict:
+        """Input part `p`'s alive rows to their nearest centre, grouped by hash bucket of the
+        cluster for the `sem` tasks."""
+        embs = RowStore(dirs, "emb", lo)
         rows = np.flatnonzero(_alive_now(red, int(lo[p]), int(lo[p + 1]))) + lo[p]
         centres = np.load(os.path.join(red, "centres.npy"))
         labels = np.zeros(len(rows), np.int64)
@@ -618,7 +621,7 @@ def _gather(dirs, offsets, off_name, a, b, key_name, row_name, index=False):
         off = np.load(os.path.join(d, f"{off_name}.npy"))
         r = np.asarray(np.load(os.path.join(d, f"{row_name}.npy"), mmap_mode="r")[off[a]:off[b]])
         k = np.load(os.path.join(d, f"{key_name}.npy"), mmap_mode="r")
-        keys.append(np.asarray(k[np.sort(r)][np.argsort(np.argsort(r))] if index else k[off[a]:off[b]]))
+        keys.append(np.asarray(k[r] if index else k[off[a]:off[b]]))
         rows.append(r.astype(np.int64) + lo)
     if not keys:
         return np.zeros((0, 2), np.uint64), np.zeros(0, np.int64)

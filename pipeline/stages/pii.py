@@ -69,6 +69,7 @@ class Pii(MapStage):
         scanner = get_analyzer(None, cfg.spacy, cfg.min_score, cfg.names, cfg.name_mode)  # everything, whatever was configured
         # An unchanged message needs no second scan when the scanner is the analyzer itself.
         same = scanner is analyzer
+        mine = set(analyzer.entity_types)  # what a second pass may anonymise
         pseudo = Pseudonymizer(cfg.salt_value()[0], cfg.operators, cfg.default_operator)
         for batch in batches:
             recs = batch.to_pylist()
@@ -86,7 +87,6 @@ class Pii(MapStage):
             # the re-scan can mark a name the first scan left. Entities this stage anonymises
             # get a second pass, and that message is scanned once more; what is found then is
             # residual. Entities the config does not anonymise stay residual (the red line's job).
-            mine = set(analyzer.entity_types)
             second = []
             for j in list(rescan):
                 left = [f for f in rescan[j] if not any(f.start < e and s < f.end for s, e, _ in done[j][1])]

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..schema import SCHEMA
 from ..synth import checks as C
-from ..synth.backends import BackendError, BudgetExhausted, default_cache_dir
+from ..synth.backends import BackendError, BudgetExhausted
 from ..synth.followup import TemplateFollowup, model_followup_prompt, reply_prompt, seed_lang
 from ..config import ConfigError
 from .base import MapStage, StageContext, with_meta
@@ -111,15 +111,9 @@ def make_backend(cfg: SynthConfig, budget: int | None = None):
 
         return HFBackend(cfg.model, device=cfg.device, batch_size=cfg.batch_size,
                          max_prompt_tokens=cfg.max_prompt_tokens)
-    from ..synth.backends import OpenAICompatClient
+    from ..synth.backends import client_from
 
-    cache = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
-    return OpenAICompatClient(cfg.base_url, cfg.model, cfg.api_key or os.environ.get(cfg.api_key_env),
-                              timeout=cfg.timeout, max_retries=cfg.max_retries, backoff=cfg.backoff,
-                              max_backoff=cfg.max_backoff, concurrency=cfg.concurrency,
-                              max_requests=cfg.max_requests if budget is None else budget,
-                              price_in=cfg.price_in, price_out=cfg.price_out,
-                              cache_dir=None if str(cache).lower() in ("off", "none", "") else cache)
+    return client_from(cfg, budget)
 
 
 class _Grow:

@@ -124,6 +124,19 @@ def default_cache_dir() -> str:
     return os.environ.get("TURNFORGE_SYNTH_CACHE") or os.path.join(base, "turnforge", "synth")
 
 
+def client_from(cfg, max_requests: int | None = None) -> "OpenAICompatClient":
+    """The OpenAI-compatible client a config's client settings describe (base_url, model,
+    api_key / api_key_env, timeout, retries, backoff, concurrency, budget, prices, cache_dir);
+    `max_requests` overrides the config's budget (a task's share)."""
+    cache = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
+    return OpenAICompatClient(cfg.base_url, cfg.model, cfg.api_key or os.environ.get(cfg.api_key_env),
+                              timeout=cfg.timeout, max_retries=cfg.max_retries, backoff=cfg.backoff,
+                              max_backoff=cfg.max_backoff, concurrency=cfg.concurrency,
+                              max_requests=cfg.max_requests if max_requests is None else max_requests,
+                              price_in=cfg.price_in, price_out=cfg.price_out,
+                              cache_dir=None if str(cache).lower() in ("off", "none", "") else cache)
+
+
 # ------------------------------------------------------------------------------ OpenAI-compatible
 RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
 
