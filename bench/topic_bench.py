@@ -43,7 +43,7 @@ from discriminators.topic_continuity.tools import load_training_data  # noqa: E4
 from pipeline.embed import get_embedder  # noqa: E402
 
 PROFILES = ("assistant", "chitchat", "task")
-RECIPE = dict(splice_n=1500, negatives_n=1000, cue_rate=0.1)  # as `make topic-model`
+RECIPE = dict(splice_n=1500, negatives_n=1000, cue_rate=0.25)  # as `make topic-model`
 SET_NAMES = {"tiage": "TIAGE train (en chit-chat)", "dialseg": "DialSeg711 (en)",
              "crosswoz_val_compact.jsonl": "CrossWOZ val (zh)", "multiwoz21_val_compact.jsonl": "MultiWOZ val (en)",
              "splice:sharegpt_zh_1K_format.jsonl": "spliced sharegpt_zh", "splice:oaast_sft_zh.json": "spliced oaast_sft_zh",
@@ -82,7 +82,7 @@ def held_out(dialogues, embs, log):
     are computed once; MiniLM only embeds the labelled sets (it has nothing to say about the
     real chats, which are continuation negatives, mostly Chinese)."""
     half = M.fold_ids(dialogues, 2, seed=7)
-    X, y, dlg = M.featurize_labelled(dialogues, embs["use-m3"])
+    X, y, dlg = M.featurize_labelled(dialogues, embs["model"])
     src = np.array([d.source for d in dialogues], dtype=object)[dlg]
     h = half[dlg]
     cos = {"use-m3": X[:, F.FEATURES.index("cos_prev")]}
@@ -99,7 +99,7 @@ def held_out(dialogues, embs, log):
     for k in (0, 1):
         tr = [d for d, hh in zip(dialogues, half) if hh != k]
         t0 = time.perf_counter()
-        m = M.train(tr, embs["use-m3"], log=quiet)
+        m = M.train(tr, embs["model"], log=quiet)
         models.append(m)
         log(f"  fold {k}: trained on {len(tr)} dialogues in {time.perf_counter() - t0:.0f} s "
             f"({m.kind}; heads " + ", ".join(f"{p}={pr['head']}" for p, pr in m.profiles.items()) + ")")
@@ -155,26 +155,42 @@ def real_chats(ev, cap=1000):
     return out
 
 
+AUDIT = os.path.join(ROOT, "bench", "data", "topic_audit.json")
+
+
 def false_switches(chats, models, emb):
     """Share of real chats' user messages called a switch, each half by the model trained
-    without it (the same chats were continuation negatives in the other half's training)."""
+    without it (the same chats were continuation negatives in the other half's training).
+    Where bench/data/topic_audit.json has hand labels, also the share among the messages that
+    really continue (flagged messages audited as switches leave numerator and denominator)."""
+    with open(AUDIT, encoding="utf-8") as f:
+        audit = json.load(f)
     print("\nReal chats, every message a continuation: share of user messages called a switch (held out)")
-    print("| chats (user messages) | " + " | ".join(PROFILES) + " |")
-    print("|---|" + "---|" * len(PROFILES))
+    print("| chats (user messages) | " + " | ".join(PROFILES) + " | assistant, audited (flags audited as switches; unaudited flags) |")
+    print("|---|" + "---|" * (len(PROFILES) + 1))
     out = {}
     for s, (ds, half) in chats.items():
         flags = {p: [] for p in PROFILES}
+        keys = []
         for k in (0, 1):
-            part = [d for d, h in zip(ds, half) if h == k]
-            X, _, _ = rows_of([D.continuations([d])[0] for d in part], emb)
-            user = X[:, F.FEATURES.index("is_user")] > 0
+            part = [D.continuations([d])[0] for d, h in zip(ds, half) if h == k]
+            b = F.featurize(part, emb)
+            user = b.X[:, F.FEATURES.index("is_user")] > 0
+            keys += [f"{part[i].id}#{j}" for i, j in zip(b.dlg[user], b.msg[user])]
             for p in PROFILES:
                 mp = models[k].use(p)
-                flags[p].append((mp.p_switch(X) >= mp.threshold)[user])
+                flags[p].append((mp.p_switch(b.X) >= mp.threshold)[user])
         v = {p: float(np.concatenate(flags[p]).mean()) for p in PROFILES}
+        fl = np.concatenate(flags["assistant"])
+        sw = np.array([k in audit["switch"] for k in keys])
+        known = set(audit["switch"]) | set(audit["continues"])
+        unaudited = sum(1 for k, f in zip(keys, fl) if f and k not in known)
+        aud = ""
+        if any(k.startswith(s + ":") for k in known):
+            v["assistant_audited"] = float((fl & ~sw).sum() / max((~sw).sum(), 1))
+            aud = f"{v['assistant_audited']:.3f} ({int((fl & sw).sum())}; {unaudited})"
         out[REAL[s]] = v
-        n = sum(len(f) for f in flags["assistant"])
-        print(f"| {REAL[s]} ({n:,}) | " + " | ".join(f"{v[p]:.3f}" for p in PROFILES) + " |")
+        print(f"| {REAL[s]} ({len(fl):,}) | " + " | ".join(f"{v[p]:.3f}" for p in PROFILES) + f" | {aud} |")
     return out
 
 
@@ -224,7 +240,7 @@ def adaptation(ev, embs, cache):
     base_d = load_training_data(data[1:], splice, seed=0, log=quiet, **RECIPE)
     work = tempfile.mkdtemp(prefix="tf-topic-adapt-")
     try:
-        base = M.train(base_d, embs["use-m3"], log=quiet)
+        base = M.train(base_d, embs["model"], log=quiet)
         bdir = os.path.join(work, "base")
         base.save(bdir)
         sub = os.path.join(work, "tiage100.json")
@@ -280,6 +296,7 @@ def main():
     a = ap.parse_args()
     ev, skip = a.evaldata, set(a.skip.split(","))
     embs = {"use-m3": get_embedder("use-m3", cache_dir=a.cache), "minilm": get_embedder("minilm", cache_dir=a.cache)}
+    embs["model"] = get_embedder(M.TopicModel.load().embedder, cache_dir=a.cache)  # the shipped model's
     t0 = time.perf_counter()
     data, splice = recipe_data(ev)
     dialogues = load_training_data(data, splice, seed=0, log=quiet, **RECIPE)
@@ -288,7 +305,7 @@ def main():
 
     shipped = M.TopicModel.load()
     dev = D.read(os.path.join(ev, "tiage", "anno_dev.json"), "tiage")
-    Xd, yd, _ = rows_of(dev, embs["use-m3"])
+    Xd, yd, _ = rows_of(dev, embs["model"])
     tdev = {"y": yd}
     for p in PROFILES:
         mp = shipped.use(p)
@@ -301,7 +318,7 @@ def main():
         tdev[f"cos {name}"] = (-cd, -cd >= best_threshold(ytr, -ctr)[0])
     figures = {"table": table(res, tdev)}
     chats = real_chats(ev)
-    figures["false_switch"] = false_switches(chats, models, embs["use-m3"])
+    figures["false_switch"] = false_switches(chats, models, embs["model"])
     work = tempfile.mkdtemp(prefix="tf-topic-e2e-")
     try:
         if "stage" not in skip:

@@ -501,10 +501,11 @@ def _discriminator_commands(sub) -> None:
     dt.add_argument("--kinds", default="logreg,mlp", help="model kinds to compare out-of-fold")
     dt.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     dt.add_argument("--seed", type=int, default=0, help="seed of folds, splices and model initialisation")
-    dt.add_argument("--embedder", default="use-m3", help="sentence embedder (default use-m3)")
-    dt.add_argument("--cue-rate", type=float, default=0.1,
+    dt.add_argument("--embedder", default="use-m3+minilm",
+                    help="sentence embedder; A+B also reads English messages with B (default use-m3+minilm, docs/stages/topic.md)")
+    dt.add_argument("--cue-rate", type=float, default=0.25,
                     help="share of spliced / real chat user messages given a soft cue (对了, by the way), "
-                         "switches and continuations alike, so a cue alone decides nothing (default 0.1)")
+                         "switches and continuations alike, so a cue alone decides nothing (default 0.25)")
     dt.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write")
     da = dsub.add_parser("adapt", help="refit a model's head and threshold on a few hundred of your own "
                                        "labelled dialogues (docs/stages/topic.md#adaptation)")

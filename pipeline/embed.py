@@ -1,6 +1,6 @@
 """Sentence embeddings: one interface for dedup and the discriminators.
 
-    emb = get_embedder("use-m3", cache_dir="out/.embcache")   # or "minilm", "st:/path/to/model"
+    emb = get_embedder("use-m3", cache_dir="out/.embcache")   # or "minilm", "st:/path/to/model", "use-m3+minilm"
     vecs = emb.encode(["你好", "hello"])                         # (n, dim) float32, L2-normalised
 
 Backends, all offline (models ship inside PyPI packages or come from a local path):
@@ -152,7 +152,23 @@ class CachedEmbedder(Embedder):
         return np.stack([found[k] for k in keys])
 
 
+class PairEmbedder(Embedder):
+    """``A+B``: encodes with A; ``second`` is B, for features that want a second view of some
+    messages (the topic discriminator reads English messages with MiniLM as well, which
+    separates English chit-chat topics better than use-m3: docs/stages/topic.md)."""
+
+    def __init__(self, first: Embedder, second: Embedder):
+        self.first, self.second = first, second
+        self.name, self.dim = f"{first.name}+{second.name}", first.dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.first.encode(texts)
+
+
 def get_embedder(spec: str = DEFAULT_MODEL, cache_dir: str | None = None, **kw) -> Embedder:
+    if "+" in spec:
+        a, _, b = spec.partition("+")
+        return PairEmbedder(get_embedder(a, cache_dir, **kw), get_embedder(b, cache_dir, **kw))
     if spec in ("use-m3", "use"):
         emb: Embedder = USEBackend(**kw)
     elif spec == "minilm":

@@ -1,4 +1,4 @@
-"""Topic-continuity discriminator and the `topic` stage, with the real use-m3 embedder."""
+"""Topic-continuity discriminator and the `topic` stage, with the real use-m3 and MiniLM embedders."""
 import json
 import os
 
@@ -18,7 +18,7 @@ LABELLED = os.path.join(SAMPLES, "topic_shift", "labelled_turns.jsonl")
 @pytest.fixture(scope="module")
 def emb():
     from pipeline.embed import get_embedder
-    return get_embedder("use-m3")
+    return get_embedder("use-m3+minilm")  # the shipped model's: English messages also through MiniLM
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,14 @@ def test_features_zh_en(emb):
     assert fx[:, F.FEATURES.index("cont_cue")].tolist() == [0, 1, 0]  # 对了 + 具体: a follow-up cue
     assert fx[:, F.FEATURES.index("switch_cue")].tolist() == [0, 0, 1]
     assert col["lex_prev"][1] > 0  # 糖色 is shared with the answer before it (char bigrams)
+    # the second embedder reads English pairs only: Chinese rows copy the first one's cosines
+    assert col["en_cos_prev"][:3].tolist() == col["cos_prev"][:3].tolist()
+    assert np.abs(col["en_cos_prev"][3:] - col["cos_prev"][3:]).min() > 1e-4
+    from pipeline.embed import get_embedder
+    one = F.featurize(ds, get_embedder("use-m3")).X
+    np.testing.assert_array_equal(one[:, F.FEATURES.index("en_cos_ctx")], one[:, F.FEATURES.index("cos_ctx")])
+    np.testing.assert_allclose(np.delete(one, [F.FEATURES.index("en_" + c) for c in F.COSINES], axis=1),
+                               np.delete(b.X, [F.FEATURES.index("en_" + c) for c in F.COSINES], axis=1), atol=1e-6)
     same = [D.Dialogue(["数据库索引怎么建", "数据库索引怎么建"], ["user", "user"], [-1, 0])]
     assert F.featurize(same, emb).X[0, F.FEATURES.index("lex_prev")] == pytest.approx(1.0)
     assert F.featurize(same, emb).X[0, F.FEATURES.index("cos_prev")] == pytest.approx(1.0, abs=1e-5)
@@ -172,7 +180,7 @@ def test_trained_model_separates_switches(trained, emb):
 
 def test_shipped_model_loads_and_scores(emb):
     m = TopicModel.load(DEFAULT_DIR)
-    assert m.embedder == "use-m3" and 0 < m.threshold < 1
+    assert m.embedder == "use-m3+minilm" and 0 < m.threshold < 1
     assert m.info["oof_roc_auc"] > 0.9
     ds = D.read(LABELLED)
     scored = m.score(ds, emb)
@@ -236,6 +244,27 @@ def test_acknowledgements_are_never_switches(emb):
     assert F.acknowledgement(b.X).tolist() == [False, True, False, False, True, False, False, False]
 
 
+def test_verdicts_on_the_answer_and_references_to_it_continue(emb):
+    """A short verdict on the answer ("回答的不错", "that's wrong") is an acknowledgement in every
+    profile; a short message pointing at the answer ("结尾再修饰一下", "your code") continues in
+    the assistant profile only (in task dialogues it can open a new domain)."""
+    story = ["写一个关于机器人的短故事", "从前有个机器人叫阿铁，它每天在工厂里……最后它学会了画画。"]
+    code = ["Write a Python function that reverses a string.", "def rev(s):\n    return s[::-1]"]
+    ds = [D.Dialogue(story + ["回答的不错"], ["user", "assistant", "user"], [-1] * 3),
+          D.Dialogue(story + ["结尾有点仓促，可以再修饰一下吗？"], ["user", "assistant", "user"], [-1] * 3),
+          D.Dialogue(code + ["Is your code safe for unicode?"], ["user", "assistant", "user"], [-1] * 3),
+          D.Dialogue(story + ["很好，帮我写一首关于大海的诗"], ["user", "assistant", "user"], [-1] * 3),
+          D.Dialogue(code + ["That's wrong"], ["user", "assistant", "user"], [-1] * 3)]
+    X = F.featurize(ds, emb).X
+    assert F.acknowledgement(X)[1::2].tolist() == [True, False, False, False, True]  # a request is no verdict
+    assert F.refers_back(X)[1::2].tolist() == [False, True, True, False, False]
+    a, t = TopicModel.load(DEFAULT_DIR, "assistant"), TopicModel.load(DEFAULT_DIR, "task")
+    assert "refers_back" in a.rules and "refers_back" not in t.rules
+    pa_, pt = a.p_switch(X)[1::2], t.p_switch(X)[1::2]
+    assert pa_[0] == pa_[1] == pa_[2] == pa_[4] == 0.0 and pt[0] == pt[4] == 0.0
+    assert pa_[3] > 0 and pt[1] > 0 and pt[2] > 0  # the new request is scored; task scores the references
+
+
 # ----------------------------------------------------------------------------- profiles
 def _probs(m, ds, emb):
     return np.concatenate([1 - c[1:] for c, _ in m.score(ds, emb)])
@@ -252,6 +281,7 @@ def test_shipped_profiles_change_the_threshold_and_only_it_or_the_declared_head(
     for name, pr in meta["profiles"].items():
         m = TopicModel.load(DEFAULT_DIR, profile=name)
         assert m.profile == name and m.threshold == pr["threshold"] and m.active_head == pr["head"]
+        assert m.rules == tuple(pr.get("rules", F.DEFAULT_RULES))
         thresholds.add(round(m.threshold, 6))
         p = _probs(m, ds, emb)
         if pr["head"] == raw.profiles["assistant"]["head"]:

@@ -31,8 +31,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
-def _with_rules(p: np.ndarray, X: np.ndarray) -> np.ndarray:
-    return np.where(F.acknowledgement(X), 0.0, p) if len(p) else p
+# rules on top of a profile's head (features.RULES); a profile without "rules" has the default
+PROFILE_RULES = {"assistant": ("acknowledgement", "refers_back")}
+
+
+def _with_rules(p: np.ndarray, X: np.ndarray, rules=F.DEFAULT_RULES) -> np.ndarray:
+    return np.where(F.continues_by_rule(X, rules), 0.0, p) if len(p) else p
 
 
 @dataclass
@@ -105,9 +109,16 @@ class TopicModel:
         return self.head().logit(X)
 
     def p_switch(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated P(switch); 0 for acknowledgements (features.acknowledgement)."""
+        """Calibrated P(switch); 0 for acknowledgements and answers that refer back
+        (features.continues_by_rule)."""
         a, b = self.head().calib
-        return _with_rules(_sigmoid(a * self.logit(X) + b), X)
+        return _with_rules(_sigmoid(a * self.logit(X) + b), X, self.rules)
+
+    @property
+    def rules(self) -> tuple:
+        """The continuation rules of the active profile (features.RULES)."""
+        pr = self.profiles.get(self.profile) if self.profile else None
+        return tuple(pr.get("rules", F.DEFAULT_RULES)) if pr else F.DEFAULT_RULES
 
     def score(self, dialogues, embedder=None, embeddings=None):
         """Per dialogue: (topic_continuity, topic_switch) arrays, NaN / False on the first
@@ -301,13 +312,14 @@ def _fit_profiles(m: TopicModel, X, y, p, prof, fold, folds, kinds, seed, log, s
         if not k.any() or len(np.unique(y[k])) < 2:
             continue
         yk = y[k]
-        cands = [("main", p[k], None)]
+        rules = PROFILE_RULES.get(name, F.DEFAULT_RULES)
+        cands = [("main", _with_rules(p[k], X[k], rules), None)]
         if name != "assistant":
             for kind in kinds:
                 oof = _oof_head(kind, X[k], yk, fold[k], folds, seed)
                 h = _fit(kind, X[k], yk, seed)
                 h.calib = _platt(oof, yk)
-                cands.append((name, _with_rules(_sigmoid(h.calib[0] * oof + h.calib[1]), X[k]), h))
+                cands.append((name, _with_rules(_sigmoid(h.calib[0] * oof + h.calib[1]), X[k], rules), h))
         best = None
         for head, pk, h in cands:
             thr, _ = best_threshold(yk, pk, tol=THRESHOLD_TOL)
@@ -328,7 +340,7 @@ def _fit_profiles(m: TopicModel, X, y, p, prof, fold, folds, kinds, seed, log, s
             m.heads[name] = Head(h.kind, h.mean, h.scale, h.layers, tuple(h.calib))
         sc = prf(yk, pk >= thr)
         neg = is_user[k] & (yk == 0)
-        m.profiles[name] = {"head": head, "threshold": float(thr), "rows": int(k.sum()),
+        m.profiles[name] = {"head": head, "threshold": float(thr), "rules": list(rules), "rows": int(k.sum()),
                             "switch_rate": float(yk.mean()), "oof_f1": sc["f1"], "oof_precision": sc["precision"],
                             "oof_recall": sc["recall"], "oof_roc_auc": roc_auc(yk, pk),
                             "oof_false_switch_user": float((pk[neg] >= thr).mean()) if neg.any() else None,
@@ -399,11 +411,12 @@ def adapt(base: TopicModel, dialogues, embedder, profile: str | None = None, fol
     lam, _, oof = best
     w, b = _fit_toward(H, y, w0, lam)
     calib = _platt(oof, y)
-    p = _with_rules(_sigmoid(calib[0] * oof + calib[1]), X)
+    p = _with_rules(_sigmoid(calib[0] * oof + calib[1]), X, src.rules)
     thr, _ = best_threshold(y, p, tol=THRESHOLD_TOL)
     sc = prf(y, p >= thr)
     new = Head(h.kind, h.mean, h.scale, list(h.layers[:-1]) + [(w[:, None], np.array([b]))], calib)
-    card = {"head": "adapted", "threshold": float(thr), "rows": int(len(y)), "switch_rate": float(y.mean()),
+    card = {"head": "adapted", "threshold": float(thr), "rules": list(src.rules), "rows": int(len(y)),
+            "switch_rate": float(y.mean()),
             "oof_f1": sc["f1"], "oof_precision": sc["precision"], "oof_recall": sc["recall"],
             "oof_roc_auc": roc_auc(y, p), "from_profile": src.profile, "from_head": src.active_head,
             "pull": lam, "dialogues": len(dialogues)}

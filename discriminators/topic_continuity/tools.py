@@ -48,8 +48,8 @@ def load_training_data(data: list[str], splice: list[str] | None = None, splice_
 
 
 def train(data: list[str], out: str, splice: list[str] | None = None, splice_n: int = 0,
-          kinds=KINDS, folds: int = 5, seed: int = 0, embedder: str = "use-m3", cache_dir: str | None = None,
-          negatives_n: int = 0, log=print, cue_rate: float = 0.1) -> TopicModel:
+          kinds=KINDS, folds: int = 5, seed: int = 0, embedder: str = "use-m3+minilm", cache_dir: str | None = None,
+          negatives_n: int = 0, log=print, cue_rate: float = 0.25) -> TopicModel:
     dialogues = load_training_data(data, splice, splice_n, seed, negatives_n, log, cue_rate=cue_rate)
     m = fit_model(dialogues, _embedder(embedder, cache_dir), kinds=kinds, folds=folds, seed=seed,
                   embedder_name=embedder, log=log)
