@@ -158,9 +158,10 @@ class LacTagger:
                 cur = np.where(t <= lens - 1, bps[t - 1][ar, cur], cur)
         return path
 
-    def person_spans(self, chunks: Sequence[str], batch: int = 64) -> List[List[Tuple[int, int]]]:
-        """PER spans (start, end) within each chunk."""
-        out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
+    def tag_batches(self, chunks: Sequence[str], batch: int = 64, decode: bool = True):
+        """Yields ``(idx, lens, emissions, path)`` per padded batch of ``chunks`` (rows sorted by
+        length so that padding stays small): LAC's emissions (B, T, K) and best tag path (B, T);
+        ``path`` is None without ``decode`` (the Viterbi is a third of LAC's cost)."""
         order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))  # similar lengths pad little
         get = self._vocab.get
         for s in range(0, len(order), batch):
@@ -170,7 +171,12 @@ class LacTagger:
             for r, i in enumerate(idx):
                 ids[r, :lens[r]] = [get(c, self._oov) for c in chunks[i]]
             em = self._session.run(None, {"token_ids": ids, "length": lens})[0]
-            path = self._viterbi(em, lens)
+            yield idx, lens, em, self._viterbi(em, lens) if decode else None
+
+    def person_spans(self, chunks: Sequence[str], batch: int = 64) -> List[List[Tuple[int, int]]]:
+        """PER spans (start, end) within each chunk."""
+        out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
+        for idx, lens, _, path in self.tag_batches(chunks, batch):
             for r, i in enumerate(idx):
                 tags = path[r, :lens[r]]
                 for st in np.flatnonzero(tags == PER_B):
@@ -186,19 +192,23 @@ NAME_MODES = ("personal", "all")
 
 
 class ChineseNames:
-    """PERSON spans in Chinese text: LAC + cue patterns, public figures left alone.
+    """PERSON spans in Chinese text: the CLUENER-trained tagger on LAC + cue patterns, public
+    figures left alone.
 
-    ``mode="personal"`` (the default) keeps what LAC tags only when it has the shape of a Chinese
-    personal name (a surname, then one or two characters); transliterated names (特朗普, 皮卡丘)
-    and Latin handles are mostly public people, brands and characters in general chats, and are
-    kept only after a cue (我叫 / 收件人 / a title). ``mode="all"`` keeps every name LAC tags.
+    ``mode="personal"`` (the default) keeps the names the tagger (``zh_tagger.ZhNameTagger``)
+    finds: trained on CLUENER, it tells a transliterated player from a club (桑坦德) and reads
+    Latin handles; ``mode="all"`` adds every name LAC tags as well (recall first). Both add
+    the names after a cue (我叫 / 收件人 / a title).
     """
 
     def __init__(self, tagger: Optional[LacTagger] = None, score: float = 0.85, cue_score: float = 0.9,
-                 mode: str = "personal"):
+                 mode: str = "personal", model=None):
         if mode not in NAME_MODES:
             raise ValueError(f"names mode {mode!r} not in {NAME_MODES}")
+        from pipeline.pii.zh_tagger import ZhNameTagger
+
         self.tagger = tagger or LacTagger()
+        self.model = model or ZhNameTagger(self.tagger)
         self.score = score
         self.cue_score = cue_score
         self.mode = mode
@@ -210,15 +220,16 @@ class ChineseNames:
                 chunks.append(ch)
                 owner.append((ti, off))
         found: List[List[Span]] = [[] for _ in texts]
-        for (ti, off), spans in zip(owner, self.tagger.person_spans(chunks) if chunks else []):
+        tagged = self.model.person_spans(chunks, both=self.mode == "all") if chunks else []
+        if self.mode == "all" and chunks:
+            tagged = [a + b for a, b in zip(*tagged)]
+        for (ti, off), spans in zip(owner, tagged):
             text = texts[ti]
-            for s, e in spans:
+            for s, e in sorted(set(spans)):
                 s, e = s + off, e + off
                 name = text[s:e]
                 # a lone character is a surname only with a title (the cue patterns' job)
                 if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name) or name in NOT_NAMES:
-                    continue
-                if self.mode == "personal" and not _CHINESE_NAME.match(name):
                     continue
                 # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
                 if _AFTER_NUMBER.search(text, max(0, s - 2), s):
