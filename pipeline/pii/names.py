@@ -129,6 +129,7 @@ class LacTagger:
         self._oov = vocab.get("OOV", 0)
         self._vocab = {c: vocab.get(q2b.get(c, c), self._oov) for c in set(vocab) | set(q2b)}
         self._trans = np.load(d / "lac_crf_transitions.npy").astype(np.float32)
+        self._table = None
         so = ort.SessionOptions()
         # one thread per process: the stage parallelises with workers
         so.intra_op_num_threads = threads
@@ -144,10 +145,11 @@ class LacTagger:
         bps = np.empty((max(t_max - 1, 0), b, k), dtype=np.int64)
         trans = self._trans[None]
         full = int(lens.min())  # rows are sorted by length: up to here every row is live
+        rows, cols = ar[:, None], np.arange(k)[None, :]
         for t in range(1, t_max):
             scores = dp[:, :, None] + trans
             bp = scores.argmax(1)
-            new = scores.max(1) + em[:, t]
+            new = scores[rows, bp, cols] + em[:, t]  # the max, gathered: a second reduction costs more
             dp = new if t < full else np.where((t < lens)[:, None], new, dp)
             bps[t - 1] = bp
         cur = dp.argmax(1)
@@ -163,13 +165,17 @@ class LacTagger:
         length so that padding stays small): LAC's emissions (B, T, K) and best tag path (B, T);
         ``path`` is None without ``decode`` (the Viterbi is a third of LAC's cost)."""
         order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))  # similar lengths pad little
-        get = self._vocab.get
+        if self._table is None:  # ids per BMP code point, so that a batch is encoded without a loop per character
+            get = self._vocab.get
+            self._table = np.array([get(chr(c), self._oov) for c in range(0x10000)], dtype=np.int64)
         for s in range(0, len(order), batch):
             idx = order[s:s + batch]
-            lens = np.array([len(chunks[i]) for i in idx], dtype=np.int64)
+            texts = [chunks[i] for i in idx]
+            lens = np.array([len(t) for t in texts], dtype=np.int64)
             ids = np.zeros((len(idx), int(lens.max())), dtype=np.int64)
-            for r, i in enumerate(idx):
-                ids[r, :lens[r]] = [get(c, self._oov) for c in chunks[i]]
+            cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+            ids[np.arange(ids.shape[1])[None, :] < lens[:, None]] = np.where(
+                cps < 0x10000, self._table[np.minimum(cps, 0xFFFF)], self._oov)
             em = self._session.run(None, {"token_ids": ids, "length": lens})[0]
             yield idx, lens, em, self._viterbi(em, lens) if decode else None
 

@@ -35,6 +35,9 @@ TAGS = ("O",) + tuple(f"{p}-{lab}" for lab in LABELS for p in ("B", "I"))
 B_NAME, I_NAME = TAGS.index("B-name"), TAGS.index("I-name")
 # ids 0-4: padding and out-of-vocabulary buckets by kind of character
 PAD, OOV_HAN, OOV_LATIN, OOV_DIGIT, OOV_OTHER = range(5)
+# LAC's tag ids from nr-B to nz-I: person, place, organisation, other proper noun (PER, LOC, ORG share them)
+PROPER_NOUN = (16, 25)
+_LATIN = re.compile("[A-Za-z]")
 HELD_OUT = 4  # line i of CLUENER's train.json is held out when i % 5 == HELD_OUT
 
 
@@ -133,18 +136,29 @@ class ZhNameTagger:
         lac_out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
         bias = np.zeros(len(TAGS), dtype=np.float32)
         bias[[B_NAME, I_NAME]] = self.name_bias
-        for idx, lens, em, path in self.lac.tag_batches(chunks, batch, decode=both or self.uses_path):
+        for idx, lens, em, path in self.lac.tag_batches(chunks, batch):
             t = em.shape[1]
             valid = np.arange(t)[None, :] < lens[:, None]
-            ids = encode(self.table, [chunks[i] for i in idx], lens)
-            pred = (self.logits(ids, path if self.uses_path else None, em, valid[..., None].astype(np.float32))
-                    + bias).argmax(-1)
-            for r, s, e in _spans(pred == B_NAME, pred == I_NAME, valid):
-                out[idx[r]].append((s, e))
+            # the tagger reads a sentence only where LAC sees a proper noun (a person, place,
+            # organisation or other name) or where there are Latin letters: every gold name of
+            # CLUENER's tuning fifth is in such a sentence, and half of a general chat's text is not
+            keep = (((path >= PROPER_NOUN[0]) & (path <= PROPER_NOUN[1]) & valid).any(1)
+                    | np.array([bool(_LATIN.search(chunks[i])) for i in idx]))
             if both:
                 per_b = path == PER_B
                 for r, s, e in _spans(per_b, _INSIDE[path] & ~per_b, valid, orphans=False):
                     lac_out[idx[r]].append((s, e))
+            if not keep.any():
+                continue
+            rows = np.flatnonzero(keep)
+            t = int(lens[rows].max())
+            sub = [idx[r] for r in rows]
+            valid = valid[rows, :t]
+            ids = encode(self.table, [chunks[i] for i in sub], lens[rows])
+            pred = (self.logits(ids, path[rows, :t] if self.uses_path else None, em[rows, :t],
+                                valid[..., None].astype(np.float32)) + bias).argmax(-1)
+            for r, s, e in _spans(pred == B_NAME, pred == I_NAME, valid):
+                out[sub[r]].append((s, e))
         out = [snap(c, sp) for c, sp in zip(chunks, out)]
         return (out, lac_out) if both else out
 
