@@ -29,6 +29,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from pipeline.pii.lac import PER_B, LacTagger, _INSIDE
+
 MODEL_DIR = Path(__file__).parent / "models"
 LABELS = ("name", "address", "book", "company", "game", "government", "movie", "organization", "position", "scene")
 TAGS = ("O",) + tuple(f"{p}-{lab}" for lab in LABELS for p in ("B", "I"))
@@ -72,8 +74,6 @@ class ZhNameTagger:
     """Person-name spans per chunk from the shipped weights (or ``path``), LAC's tags as input."""
 
     def __init__(self, lac=None, path: Optional[Path] = None):
-        from pipeline.pii.names import LacTagger
-
         path = Path(path or MODEL_DIR / "zh_names")
         meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         with np.load(path.with_suffix(".npz"), allow_pickle=False) as z:
@@ -130,8 +130,6 @@ class ZhNameTagger:
             return self._person_spans(chunks, batch, both)
 
     def _person_spans(self, chunks: Sequence[str], batch: int, both: bool):
-        from pipeline.pii.names import PER_B, _INSIDE
-
         out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
         lac_out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
         bias = np.zeros(len(TAGS), dtype=np.float32)
@@ -168,7 +166,7 @@ _ALNUM = re.compile(r"[A-Za-z0-9_.'\-]")
 
 def snap(text: str, spans: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
     """A span that ends or starts inside a Latin word takes the whole word (the tagger can tag
-    some letters of a handle and not others), then touching spans merge."""
+    some letters of a handle and not others), then overlapping spans merge."""
     out: List[Tuple[int, int]] = []
     for s, e in spans:
         if _ALNUM.match(text[s]):
@@ -177,7 +175,7 @@ def snap(text: str, spans: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
         if _ALNUM.match(text[e - 1]):
             while e < len(text) and _ALNUM.match(text[e]):
                 e += 1
-        if out and s <= out[-1][1]:
+        if out and s < out[-1][1]:
             out[-1] = (out[-1][0], max(e, out[-1][1]))
         else:
             out.append((s, e))
@@ -273,8 +271,6 @@ def train(cluener: str, out: Optional[str], tune: bool = False, epochs: int = 20
           char_dim: int = 64, lac_dim: int = 16, dilations=(1, 2, 4, 8), lr: float = 2e-3, seed: int = 0,
           name_bias: float = 0.0, threads: int = 1, gru: bool = False) -> dict:
     import torch
-
-    from pipeline.pii.names import LacTagger
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
