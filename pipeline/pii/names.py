@@ -113,10 +113,12 @@ class ChineseNames:
     """PERSON spans in Chinese text: the CLUENER-trained tagger on LAC + cue patterns, public
     figures left alone.
 
-    ``mode="personal"`` (the default) keeps the names the tagger (``zh_tagger.ZhNameTagger``)
-    finds: trained on CLUENER, it tells a transliterated player from a club (桑坦德) and reads
-    Latin handles; ``mode="all"`` adds every name LAC tags as well (recall first). Both add
-    the names after a cue (我叫 / 收件人 / a title).
+    ``mode="personal"`` (the default) keeps the names in Han characters that the tagger
+    (``zh_tagger.ZhNameTagger``) marks, transliterations included: trained on CLUENER, it tells a
+    player from a club (桑坦德); Latin handles count only after a cue, since Latin words in
+    Chinese chats are mostly products and code. ``mode="all"`` keeps the tagger's Latin handles
+    and adds every name LAC tags (recall first). Both add the names after a cue (我叫 / 收件人 /
+    a title).
     """
 
     def __init__(self, tagger: Optional[LacTagger] = None, score: float = 0.85, cue_score: float = 0.9,
@@ -128,6 +130,7 @@ class ChineseNames:
         self.score = score
         self.cue_score = cue_score
         self.mode = mode
+        self.latin_names = mode == "all"
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         chunks, owner = [], []
@@ -160,6 +163,10 @@ class ChineseNames:
         name = text[s:e]
         # a lone character is a surname only with a title (the cue patterns' job)
         if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name) or name in NOT_NAMES:
+            return []
+        # Latin words inside Chinese chats are mostly products, brands and code (MetaClub, Jira,
+        # ChatGPT): a Latin handle counts with name_mode all or after a cue
+        if self.latin_names is False and _LATIN.match(name):
             return []
         # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
         if _AFTER_NUMBER.search(text, max(0, s - 2), s):
