@@ -11,7 +11,7 @@ the weights ship as ``models/zh_names.npz`` + ``zh_names.json`` (no pickle).
 Training (docs/stages/pii.md#the-chinese-name-tagger; CLUENER's every fifth line is held out and
 never read here)::
 
-    python -m pipeline.pii.zh_tagger train --cluener ../shared/evaldata/cluener/train.json \\
+    python -m pipeline.pii.zh_tagger train --cluener DATA/cluener/train.json \\
         --out pipeline/pii/models [--tune]
 
 ``--tune`` trains on three fifths and reports the fourth (lines 3, 8, 13, ...) per epoch, to
