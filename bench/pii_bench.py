@@ -280,7 +280,7 @@ def naive_presidio_spacy(texts: list[str]) -> float:
     from presidio_anonymizer import AnonymizerEngine
 
     from pipeline.pii.analyzer import build_structured_registry
-    from pipeline.pii.names import default_spacy_model
+    from pipeline.pii.en_names import default_spacy_model
 
     model = default_spacy_model()
     nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
