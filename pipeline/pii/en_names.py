@@ -70,6 +70,8 @@ def transliterate(name: str) -> List[str]:
     table = _CYR if any(c in _CYR for c in low) else _GREEK if any(c in _GREEK for c in low) else None
     if table is None:
         return []
+    if table is _GREEK:
+        low = re.sub("ο[υύ]", "ou", low)
     out = "".join(table.get(c, c) for c in low)
     if not out.isascii() or not out.replace("-", "").isalpha():
         return []
@@ -134,9 +136,9 @@ def name_gazetteer() -> Tuple[frozenset, frozenset]:
     for attr, v in _provider_lists("faker.providers.person"):
         if "kana" in attr or "prefix" in attr or "suffix" in attr or "language" in attr or "pairs" in attr:
             continue
-        if attr.startswith(("first_name", "middle_name")):
+        if attr.startswith(("first_", "middle_")):
             first |= _latin_forms(v)
-        elif "last_name" in attr:
+        elif attr.startswith("last_") or attr.endswith("last_names"):
             last |= _latin_forms(v)
     return frozenset(first), frozenset(last)
 
@@ -247,6 +249,9 @@ _LOWER_CUE = re.compile(r"(?:\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame is|[Cc]all 
                         r"(?:[Ll]ast|[Mm]aiden|[Ff]irst) name is)|\b"
                         + _TITLE + r"\.?)[\s,:]*$")
 
+# words that open a run before a name (Thanks Szabina Gelencsér): the cue, not part of the name
+_GREETINGS = frozenset("thanks thank hi hello hey dear welcome congratulations sincerely regards cheers best yours "
+                       "bye goodbye morning evening".split())
 _NOT_A_PERSON = frozenset({"GPE", "LOC", "FAC", "PRODUCT", "WORK_OF_ART", "EVENT", "LANGUAGE", "LAW", "NORP"})
 _PLACE_LABELS = frozenset({"GPE", "LOC", "FAC"})
 # words that end a place, street, company or group name, never a person's name
@@ -347,8 +352,11 @@ class EnglishNames:
     def _name_words(self, words: List[str]) -> List[str]:
         return [w for w in words if not _SINGLE_INITIAL.match(w) and w not in _PARTICLES]
 
-    def _full_name(self, words: List[str]) -> bool:
-        """Two or more name words with a gazetteer hit and no plain English word among them."""
+    def _full_name(self, words: List[str], lenient: bool = False) -> bool:
+        """Two or more name words with a gazetteer hit and no plain English word among them.
+        ``lenient`` (spaCy tagged it PERSON, or a cue precedes it): a first name that is also an
+        English word may open it (Pauline Geisler), and words no list has need no hit (Thanks
+        Szabina Gelencsér)."""
         core = self._name_words(words)
         if len(core) < 2 or core[0].lower() in _LABEL_WORDS or core[-1].lower() in _NON_PERSON_TAIL \
                 or core[0].lower() in _NON_PERSON_HEAD:
@@ -358,10 +366,11 @@ class EnglishNames:
         for k, w in enumerate(core):
             if not (first[k] or last[k] or self._unknown(w.split("-")[0])):
                 return False  # a plain English word (London Eye, Save As)
-            if w.lower() in self._common and not (k == 0 and first[k] and any(last[1:])) and not (k > 0 and last[k]):
+            if w.lower() in self._common and not (lenient and k == 0 and first[k] and any(last[1:])) \
+                    and not (k > 0 and last[k]):
                 return False  # a verb or adjective that is also a name somewhere (Add Comment, Good Manga)
         hits = sum(f or la for f, la in zip(first, last))
-        initial = any(_SINGLE_INITIAL.match(w) for w in words[1:-1])
+        initial = lenient or any(_SINGLE_INITIAL.match(w) for w in words[1:-1])
         # a first name then anything name-like, two hits, or words no list has around a middle initial
         return bool(core[0] in self._first or hits >= 2 or ((hits or initial) and all(f or la or self._unknown(w)
                                                                          for w, f, la in zip(core, first, last))))
@@ -445,6 +454,15 @@ class EnglishNames:
         def before(s: int, n: int = 40) -> str:
             return text[max(0, s - n):s]
 
+        share: List[float] = []
+
+        def english() -> bool:
+            """most lower-case words of the message are English ones"""
+            if not share:
+                low = [w for w in _WORD.findall(text) if w.islower()]
+                share.append(sum(1 for w in low if self._is_plain(w)) / max(1, len(low)))
+            return share[0] >= 0.6
+
         # 1. spaCy PERSON spans, trimmed; kept when written like a name with evidence
         for s, e in person:
             while e > s and not text[e - 1].isalpha() and text[e - 1] != ".":
@@ -471,7 +489,7 @@ class EnglishNames:
             if len(self._name_words(words)) >= 2:
                 core = self._name_words(words)
                 # spaCy's full names of words no list has are kept too (Einojuhani Pyysalo)
-                if self._full_name(words) or (core[0].lower() not in _NON_PERSON_HEAD
+                if self._full_name(words, lenient=True) or (core[0].lower() not in _NON_PERSON_HEAD
                                               and core[-1].lower() not in _NON_PERSON_TAIL
                                               and all(self._unknown(w) for w in core)):
                     add(s, e, "spacy")
@@ -485,20 +503,22 @@ class EnglishNames:
             if is_public_figure(m.group(0)):
                 continue  # and not its first name alone either (Albert Einstein)
             # a run may start with a heading word or a title: the name is what follows
-            while words and (words[0].lower() in _LABEL_WORDS or re.fullmatch(_TITLE, words[0])):
+            while words and (words[0].lower() in _LABEL_WORDS or words[0].lower() in _GREETINGS
+                             or re.fullmatch(_TITLE, words[0])):
                 s = text.index(words[1], s + len(words[0])) if len(words) > 1 else e
                 words = words[1:]
             if not words:
                 continue
             if len(self._name_words(words)) >= 2:
-                if self._full_name(words) and not vetoed(s, e, words):
+                if self._full_name(words, lenient=self._cue(text, s, e) >= 2) and not vetoed(s, e, words):
                     add(s, e, "run")
                     continue
                 # a run of two names that are not one (Monday Paris): try the first word alone
                 words = words[:1]
                 e = s + len(words[0])
             cue = self._cue(text, s, e)
-            if self._single_ok(words[0], cue) and not vetoed(s, e, words, cue):
+            # without a cue, a single word is taken only in English text (Uma in Portuguese is a word)
+            if self._single_ok(words[0], cue) and not vetoed(s, e, words, cue) and (cue or english()):
                 add(s, e, "single")
 
         # 3. speaker labels and lower-case names
@@ -541,7 +561,7 @@ class EnglishNames:
                 pos = s + len(w)
                 found.append((s, pos))
             # French, Latin and German: a list with a language, nationality or place is no list of people
-            if any(_overlaps(o_starts, o_ends, a, b) for a, b in found):
+            if any(label in ("NORP", "LANGUAGE") and os_ < b and a < oe for a, b in found for os_, oe, label in other):
                 continue
             for a, b in found:
                 add(a, b, "list")
