@@ -388,8 +388,8 @@ class EnglishNames:
 
     def _single_ok(self, w: str, cue: int) -> bool:
         low = w.lower()
-        if low in _LABEL_WORDS or low in _NON_PERSON_TAIL or w in NOT_NAMES or low in _NOT_FIRST:
-            return False
+        if low in _LABEL_WORDS or low in _NON_PERSON_TAIL or w in NOT_NAMES or low in _NOT_FIRST or low in STOP_WORDS:
+            return False  # He said ..., not a name
         listed = w in self._first_all or w in self._last
         if cue >= 3:
             return listed or self._unknown(w)
@@ -535,8 +535,11 @@ class EnglishNames:
         # 4. propagation: the words of full names, and lists of names
         full = [(s, e) for (s, e), how in spans.items() if how in ("spacy", "run", "speaker")
                 and len(self._name_words(text[s:e].split())) >= 2]
+        # a word propagates when a name list or a surname ending backs it, or its name had a hit
+        # (not Manga from spaCy's "Shoujo Manga")
         tokens = {w for s, e in full for w in self._name_words(text[s:e].split())
-                  if len(w) >= 3 and w[0].isupper() and not self._is_plain(w)}
+                  if len(w) >= 3 and w[0].isupper() and not self._is_plain(w) and (
+                      w in self._first_all or self._surname_like(w) or self._full_name(text[s:e].split()))}
         if tokens:
             rx = re.compile(r"(?<!" + _L + r")(?:" + "|".join(map(re.escape, sorted(tokens, key=len, reverse=True)))
                             + r")(?!" + _L + r")")
