@@ -228,6 +228,9 @@ _CUE_STRONG = re.compile(
 _CUE_MEDIUM = re.compile(r"\b(?:[Nn]amed|[Cc]alled|[Nn]amed (?:him|her)|[Cc]alled (?:him|her)|[Hh]i|[Hh]ello|[Hh]ey|[Tt]hanks|[Tt]hank you|[Cc]ontact|[Aa]sk|"
                          r"[Tt]ell|[Ff]ollow up with|[Ss]peak (?:to|with)|[Mm]eet|[Ss]incerely|[Rr]egards|"
                          r"[Cc]heers)[\s,:]*$")
+# before a run of two or more words: a name of words no list has is taken after these (to Bekbolat
+# Musliyevich, by Darijo Čurin); a single word is not
+_BEFORE_RUN = re.compile(r"\b(?:to|for|by|with|from|under|and|of|as|is|was|me|you|him|her)[ \t]+$")
 # weak: a word no English list has is then taken too (I'm Asya)
 _CUE_WEAK = re.compile(r"\b(?:I'm|I am|[Tt]his is)[\s,:]*$")
 # verbs people do, right after a single word: Asya said, Timotea lives on, Verda is from
@@ -510,7 +513,8 @@ class EnglishNames:
             if not words:
                 continue
             if len(self._name_words(words)) >= 2:
-                if self._full_name(words, lenient=self._cue(text, s, e) >= 2) and not vetoed(s, e, words):
+                lenient = self._cue(text, s, e) >= 2 or bool(_BEFORE_RUN.search(text, max(0, s - 12), s))
+                if self._full_name(words, lenient=lenient) and not vetoed(s, e, words):
                     add(s, e, "run")
                     continue
                 # a run of two names that are not one (Monday Paris): try the first word alone
