@@ -35,6 +35,7 @@ def names(en, text):
     ("hi, my name is siobhan and I need help with my order", "siobhan"),
     ("please follow up with patricia desrosiers about the refund", "patricia desrosiers"),
     ("What is your maiden name? Kowalczyk", "Kowalczyk"),
+    ("Warrane, can I please speak to the manager?", "Warrane"),
 ])
 def test_international_names_are_found(en, text, name):
     assert name in names(en, text)
@@ -59,6 +60,7 @@ def test_words_of_a_full_name_and_lists_of_names(en):
     "Star Wars and Harry's Bar are not people.",
     "Add Comment, Press Ctrl and Good Manga are interface labels and titles.",
     "O que é uma forma de fazer isso? Uma classe resolve o problema.",
+    "However, can we do it? He said yes.",
 ])
 def test_capitalised_phrases_that_are_no_person_stay(en, text):
     assert names(en, text) == []

@@ -244,6 +244,10 @@ _SURNAME_END = re.compile(
     r"berg|mann|stein|ez|ães|elli|etti|ucci|ák|ík|uchi|moto|yama|kawa|naka|shima)$")
 # a name addressed between a comma and the end of a sentence: "Don't go to town, Mark!"
 _VOCATIVE = re.compile(r"[!?]")
+# ... or at the start of a message or line, before a request: "Kuba, can I please speak to ..."
+_LINE_START = re.compile(r"(?:^|\n)[ \t\"'“]*$")
+_ADDRESSED = re.compile(r", (?:can|could|would|will|please|I|we|you|do|did|are|have|what|where|when|how|why|"
+                        r"let|thanks|thank)\b")
 # a speaker label at the start of a line (transcripts, chat exports): "Danielle: ..."
 _SPEAKER = re.compile(r"(?m)(?:^|(?<=[.!?] ))(?P<n>" + _CAPW + r"(?: " + _CAPW + r")?):\s+\S")
 _LIST = re.compile(r"(?<!" + _L + r")(" + _CAPW + r")((?:,\s*" + _CAPW + r")*),?\s+(?:and|&|or)\s+(" + _CAPW + r")(?!"
@@ -379,7 +383,8 @@ class EnglishNames:
             return 3
         if _CUE_MEDIUM.search(head):
             return 2
-        if _CUE_AFTER.match(text[e:e + 30]) or (_VOCATIVE.match(text[e:e + 2]) and head.endswith(", ")):
+        if _CUE_AFTER.match(text[e:e + 30]) or (_VOCATIVE.match(text[e:e + 2]) and head.endswith(", ")) or (
+                _LINE_START.search(head) and _ADDRESSED.match(text[e:e + 20])):
             return 3
         return 1 if _CUE_WEAK.search(head) else 0
 
