@@ -211,21 +211,23 @@ _INITIAL = r"[A-Z]\.?"
 # a run of up to four name words: capitalised words, initials and particles in between
 _CAP_RUN = re.compile(r"(?<!" + _L + r")(?<![-'’.@/\\#_])" + _CAPW + r"(?:[ \t](?:" + _INITIAL + r"[ \t]|" + _PARTICLE
                       + r"[ \t])?" + _CAPW + r"){0,3}(?!" + _L + r")(?![-@/\\_(])(?!['’](?![sS](?!" + _L + r")))")
-_LOW_WORD = re.compile(r"(?<!" + _L + r")(?<![-'’.@/\\#_])" + _LOW + r"+(?:-" + _LOW + r"+)?(?!" + _L + r")(?![-'’@/\\_(])")
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 _SINGLE_INITIAL = re.compile(r"^[A-Za-z]\.?$")
 _PARTICLES = frozenset("van der den von de la da del di du le ten ter bin al el dos das".split())
 
-_TITLE = r"(?:[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]x|[Dd]r|[Pp]rof|[Ss]ir|[Mm]adam|[Mm]adame|[Mm]onsieur|[Mm]me|[Hh]err|[Ff]rau)"
+_TITLE = (r"(?:[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]x|[Dd]r|[Pp]rof|[Ss]ir|[Mm]adam|[Mm]adame|[Mm]onsieur|[Mm]me|[Hh]err|"
+          r"[Ff]rau)")
 # cues right before a name, by strength. Strong: a name follows whatever it is (a surname English
 # has, Mr. Young; a word no list has, my name is Asya).
 _CUE_STRONG = re.compile(
-    r"(?:\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame is|[Nn]ame was|[Cc]all me|[Dd]ear|[Mm]arried|[Mm]y (?:friend|colleague|"
+    r"(?:\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame is|[Nn]ame was|[Cc]all me|[Dd]ear|[Mm]arried|"
+    r"[Mm]y (?:friend|colleague|"
     r"boss|manager|wife|husband|son|daughter|kid|child|mother|father|mom|dad|brother|sister|partner|neighbou?r|"
     r"cousin|uncle|aunt|grandmother|grandfather|fianc[eé]e?|boyfriend|girlfriend)|(?:[Ll]ast|[Ff]irst|[Mm]aiden|"
     r"[Ff]ull|[Gg]iven|[Ss]ur|[Ff]amily|[Mm]iddle) ?name(?: is|:|\?)|[Nn]ame:|[Ss]aid)|\b" + _TITLE + r"\.?)[\s,:]*$")
 # medium: the word must be a name in some list (Hi Grace, named Frank; not "a library called Matplotlib")
-_CUE_MEDIUM = re.compile(r"\b(?:[Nn]amed|[Cc]alled|[Nn]amed (?:him|her)|[Cc]alled (?:him|her)|[Hh]i|[Hh]ello|[Hh]ey|[Tt]hanks|[Tt]hank you|[Cc]ontact|[Aa]sk|"
+_CUE_MEDIUM = re.compile(r"\b(?:[Nn]amed|[Cc]alled|[Nn]amed (?:him|her)|[Cc]alled (?:him|her)|[Hh]i|[Hh]ello|[Hh]ey|"
+                         r"[Tt]hanks|[Tt]hank you|[Cc]ontact|[Aa]sk|"
                          r"[Tt]ell|[Ff]ollow up with|[Ss]peak (?:to|with)|[Mm]eet|[Ss]incerely|[Rr]egards|"
                          r"[Cc]heers)[\s,:]*$")
 # before a run of two or more words: a name of words no list has is taken after these (to Bekbolat
@@ -355,7 +357,7 @@ class EnglishNames:
 
     def _full_name(self, words: List[str], lenient: bool = False) -> bool:
         """Two or more name words with a gazetteer hit and no plain English word among them.
-        ``lenient`` (spaCy tagged it PERSON, or a cue precedes it): a first name that is also an
+        ``lenient`` (spaCy tagged it PERSON, or a cue or a preposition precedes it): a first name that is also an
         English word may open it (Pauline Geisler), and words no list has need no hit (Thanks
         Szabina Gelencsér)."""
         core = self._name_words(words)
