@@ -16,8 +16,8 @@ Design:
   team's recognizers (``pipeline.pii.recognizers``) are registered for both "en" and
   "zh" (clones), with the no-op NLP engine (no spaCy model, nothing downloaded); one
   ``engine.analyze`` call per text covers all of them.  PERSON and LOCATION come from
-  ``pipeline.pii.names`` (Chinese names with LAC, English names with spaCy's NER on messages
-  with enough Latin letters) and ``pipeline.pii.addresses`` (street-level addresses), run in
+  ``pipeline.pii.names`` (Chinese names with LAC) and ``pipeline.pii.en_names`` (English names:
+  spaCy's NER, name gazetteers and cues, on messages with enough Latin letters) and ``pipeline.pii.addresses`` (street-level addresses), run in
   batches over all texts of an ``analyze_batch`` call.
 * Results below ``min_score`` are dropped; overlapping results (any entity types) are
   resolved greedily: higher score first, then the longer span, then earlier start, then
@@ -50,6 +50,7 @@ from typing import Dict, List, Optional, Sequence, Union
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 from pipeline.pii import addresses as A  # noqa: E402
+from pipeline.pii import en_names as EN  # noqa: E402
 from pipeline.pii import names as N  # noqa: E402
 from pipeline.pii import recognizers as R  # noqa: E402
 
@@ -355,10 +356,10 @@ class PiiAnalyzer:
         self._structured = sorted(structured)
         self._own = mine
         self._ner_entities = ner
-        model = spacy_model or N.default_spacy_model()
+        model = spacy_model or EN.default_spacy_model()
         self._ner_engine = build_ner_engine(model, ner) if (spacy and ner) else None
         self._zh_names = N.ChineseNames(mode=name_mode) if (names and "PERSON" in mine) else None
-        self._en_names = N.EnglishNames(model, mode=name_mode) if (spacy and "PERSON" in mine) else None
+        self._en_names = EN.EnglishNames(model, mode=name_mode) if (spacy and "PERSON" in mine) else None
         self._addresses = names and "LOCATION" in mine
 
         # fast-path gates.  An entity is run when any of its recognizers' gates is open;

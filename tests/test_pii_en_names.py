@@ -1,0 +1,107 @@
+"""English person names (pipeline/pii/en_names.py): international names in invented English
+sentences are found, capitalised phrases that are no person are left alone, and the pii stage
+replaces planted English names. The model and the name lists are the real ones (spaCy's
+en_core_web_sm wheel, faker's person providers); every sentence here is invented."""
+import pytest
+
+from conftest import write_jsonl
+from pipeline import runner, shards
+from pipeline.pii.en_names import EnglishNames, name_gazetteer, transliterate
+
+
+@pytest.fixture(scope="module")
+def en():
+    return EnglishNames()
+
+
+def names(en, text):
+    """what the detector marks, longest first where spans overlap (as the analyzer resolves them)"""
+    spans = sorted({(s, e) for s, e, _ in en.find_batch([text])[0]}, key=lambda x: (x[0], -(x[1] - x[0])))
+    out, end = [], -1
+    for s, e in spans:
+        if s >= end:
+            out.append(text[s:e])
+            end = e
+    return out
+
+
+@pytest.mark.parametrize("text,name", [
+    ("Please forward the contract to Szabina J. Gelencsér before Friday.", "Szabina J. Gelencsér"),
+    ("My colleague Tomasz Wiśniewski will call you back tomorrow.", "Tomasz Wiśniewski"),
+    ("The invoice was signed by Olga Yefremova in March.", "Olga Yefremova"),
+    ("Can you check whether Aiko Nakamura booked the meeting room?", "Aiko Nakamura"),
+    ("I asked Björn Guðmundsdóttir about the delivery.", "Björn Guðmundsdóttir"),
+    ("Dear Mr. Okonkwo, thank you for your patience.", "Okonkwo"),
+    ("hi, my name is siobhan and I need help with my order", "siobhan"),
+    ("please follow up with patricia desrosiers about the refund", "patricia desrosiers"),
+    ("What is your maiden name? Kowalczyk", "Kowalczyk"),
+    ("Warrane, can I please speak to the manager?", "Warrane"),
+])
+def test_international_names_are_found(en, text, name):
+    assert name in names(en, text)
+
+
+def test_words_of_a_full_name_and_lists_of_names(en):
+    text = "The film was directed by Maciej Borkowski and starring Borkowski himself."
+    assert names(en, text) == ["Maciej Borkowski", "Borkowski"]
+    assert names(en, "The company was founded by Morrison, Rogers and Torres in 1999.") == [
+        "Morrison", "Rogers", "Torres"]
+    # a list of languages is no list of people
+    assert names(en, "She speaks French, Latin and German fluently.") == []
+
+
+@pytest.mark.parametrize("text", [
+    "The London Eye is a giant wheel on the South Bank of the Thames.",
+    "Click File and then Save As to keep a copy of the document.",
+    "Paris is the capital of France and Tokyo is the capital of Japan.",
+    "Cleverbot and Groupon were popular websites, and Javascript runs in every browser.",
+    "Albert Einstein explained the photoelectric effect; Shakespeare wrote Hamlet.",
+    "Examples:\n- the first step\nRemarks: none",
+    "Star Wars and Harry's Bar are not people.",
+    "Add Comment, Press Ctrl and Good Manga are interface labels and titles.",
+    "O que é uma forma de fazer isso? Uma classe resolve o problema.",
+    "However, can we do it? He said yes.",
+])
+def test_capitalised_phrases_that_are_no_person_stay(en, text):
+    assert names(en, text) == []
+
+
+def test_personal_mode_needs_more_than_spacy_for_a_single_word(en):
+    text = "I asked Cleverbot about it."
+    assert names(en, text) == []
+    every = EnglishNames(mode="all")
+    spacy_people = [e.text for e in every.nlp(text).ents if e.label_ == "PERSON"]
+    # `all` keeps what spaCy tags PERSON, `personal` wants a name list, a cue or a full name
+    assert all(p in names(every, text) for p in spacy_people)
+
+
+def test_gazetteers_are_latin_and_transliterated():
+    assert transliterate("Ефремова") == ["Efremova", "Yefremova"]
+    assert transliterate("Παπαδόπουλος") == ["Papadopoulos"]
+    assert transliterate("佐藤") == []
+    first, last = name_gazetteer()
+    assert {"Olga", "Aiko", "Siobhan", "Tomasz"} <= first
+    assert {"Kuznetsova", "Nakamura", "Papadopoulos"} <= last
+    assert all(w.replace("-", "").replace("'", "").isalpha() and w[0].isupper() for w in list(first)[:500])
+
+
+PLANTED = ["Szabina Gelencsér", "Tomasz Wiśniewski", "Aiko Nakamura", "Okonkwo"]
+
+
+def test_planted_english_names_do_not_survive_the_stage(tmp_path):
+    convs = [{"id": "e2", "messages": [
+        {"role": "user", "content": f"Hello, I'm {PLANTED[0]} and my colleague {PLANTED[1]} sent the file."},
+        {"role": "assistant", "content": f"Thanks {PLANTED[0]}. I will reply to {PLANTED[1]} and copy {PLANTED[2]}."},
+        {"role": "user", "content": f"Also tell Mr. {PLANTED[3]} that Paris is lovely and the London Eye is open."},
+        {"role": "assistant", "content": "Will do. Shakespeare would approve."}]}]
+    src = write_jsonl(tmp_path / "c.jsonl", convs)
+    runner.run_stage("extract", {"source": "t"}, src, str(tmp_path / "ext"), progress=False)
+    m = runner.run_stage("pii", {"salt": "s"}, str(tmp_path / "ext"), str(tmp_path / "pii"), progress=False)
+    (rec,) = list(shards.iter_records(str(tmp_path / "pii")))
+    text = "\n".join(msg["content"] for msg in rec["messages"])
+    for v in PLANTED:
+        assert v not in text, v
+    # places, landmarks and public figures are content and stay
+    for v in ("Paris", "London Eye", "Shakespeare"):
+        assert v in text, v
+    assert m["pii"]["found"]["PERSON"] >= 6 and m["pii"]["residual"] == {}
