@@ -16,9 +16,10 @@ Design:
   team's recognizers (``pipeline.pii.recognizers``) are registered for both "en" and
   "zh" (clones), with the no-op NLP engine (no spaCy model, nothing downloaded); one
   ``engine.analyze`` call per text covers all of them.  PERSON and LOCATION come from
-  ``pipeline.pii.names`` (Chinese names with LAC) and ``pipeline.pii.en_names`` (English names:
-  spaCy's NER, name gazetteers and cues, on messages with enough Latin letters) and ``pipeline.pii.addresses`` (street-level addresses), run in
-  batches over all texts of an ``analyze_batch`` call.
+  ``pipeline.pii.names`` (Chinese names: LAC and a CLUENER-trained tagger), ``pipeline.pii.en_names``
+  (English names: spaCy's NER, name gazetteers and cues, on messages with enough Latin letters)
+  and ``pipeline.pii.addresses`` (street-level addresses), run in batches over all texts of an
+  ``analyze_batch`` call.
 * Results below ``min_score`` are dropped; overlapping results (any entity types) are
   resolved greedily: higher score first, then the longer span, then earlier start, then
   ``ENTITY_PRIORITY``.  The output is sorted by start.
