@@ -7,7 +7,7 @@ street-level addresses from `pipeline.pii.names` / `.addresses`, docs/stages/pii
 (default) or a `<ENTITY>` placeholder, per entity. After anonymising, each message is scanned
 again with every entity the analyzer knows (not only the configured ones), ignoring the spans
 just written; findings of configured entities there (the name models read context, so a name
-next to a fresh pseudonym can appear) get a second pass and one more scan; what is found then,
+next to a fresh pseudonym can appear) get another pass and scan, up to EXTRA_PASSES; what is found then,
 or any entity the config does not anonymise, is residual PII. A record with residual PII goes to
 rejected/ (`residual_pii`), residual counts per entity go to the manifest, and more than
 `residual_red_line` residual findings fail the stage. Values never reach the manifest or the
@@ -85,17 +85,21 @@ class Pii(MapStage):
                                                            fast=cfg.fast) if again else []))
             # Names and addresses come from models that read context: next to a fresh pseudonym
             # the re-scan can mark a name the first scan left. Entities this stage anonymises
-            # get a second pass, and that message is scanned once more; what is found then is
-            # residual. Entities the config does not anonymise stay residual (the red line's job).
-            second = []
-            for j in list(rescan):
-                left = [f for f in rescan[j] if not any(f.start < e and s < f.end for s, e, _ in done[j][1])]
-                if left and all(f.entity_type in mine for f in left):
-                    done[j] = _second_pass(done[j], left, pseudo, scopes[j])
-                    second.append(j)
-            if second:
+            # get another pass, and that message is scanned once more (up to EXTRA_PASSES);
+            # what is found then is residual. Entities the config does not anonymise stay residual (the red line's job).
+            todo = list(rescan)
+            for _ in range(EXTRA_PASSES):
+                second = []
+                for j in todo:
+                    left = [f for f in rescan[j] if not any(f.start < e and s < f.end for s, e, _ in done[j][1])]
+                    if left and all(f.entity_type in mine for f in left):
+                        done[j] = _second_pass(done[j], left, pseudo, scopes[j])
+                        second.append(j)
+                if not second:
+                    break
                 rescan.update(zip(second, scanner.analyze_batch([done[j][0] for j in second],
                                                                 [langs[j] for j in second], fast=cfg.fast)))
+                todo = second
             kept, k = [], 0
             for rec in recs:
                 counts: Counter = Counter()
@@ -141,6 +145,12 @@ class Pii(MapStage):
         return {"pii": {"found": found, "residual": residual, "messages": st.get("messages", 0),
                         "salt": "configured" if salted else "DEFAULT (dev salt; set TURNFORGE_PII_SALT)",
                         "rejected_files": "mode 0600: records with residual PII"}}
+
+
+# further anonymisation passes for names a re-scan finds next to fresh pseudonyms: the Chinese
+# name tagger reads context, so one pass can uncover the next (residual_pii on 1,000 synthetic
+# conversations: docs/stages/pii.md)
+EXTRA_PASSES = 3
 
 
 def _second_pass(first: tuple, left: list, pseudo, scope: str) -> tuple:
