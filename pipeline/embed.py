@@ -74,9 +74,17 @@ class STBackend(Embedder):
         if os.path.isdir(model):  # a local model needs no hub; never let it try
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
         self.name = f"st:{model}"
-        self._m = SentenceTransformer(model, device=device or "cpu")
+        # a stage's output is its counts; a weight-loading progress bar per worker is noise
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self._m = SentenceTransformer(model, device=device or "cpu")
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         self._m.max_seq_length = min(max_seq_length, self._m.max_seq_length or max_seq_length)
         dim_of = getattr(self._m, "get_embedding_dimension", None) or self._m.get_sentence_embedding_dimension
         self.dim = dim_of()
