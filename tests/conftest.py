@@ -16,6 +16,16 @@ def write_jsonl(path, rows):
     return str(path)
 
 
+def extract_then_pii(tmp_path, convs, salt="s"):
+    """Conversations written as JSONL, through extract and pii: (pii records, pii manifest)."""
+    from pipeline import runner, shards
+
+    src = write_jsonl(tmp_path / "c.jsonl", convs)
+    runner.run_stage("extract", {"source": "t"}, src, str(tmp_path / "ext"), progress=False)
+    m = runner.run_stage("pii", {"salt": salt}, str(tmp_path / "ext"), str(tmp_path / "pii"), progress=False)
+    return list(shards.iter_records(str(tmp_path / "pii"))), m
+
+
 @pytest.fixture
 def extract(tmp_path):
     """Run the extract stage on a path; return (records, rejected rows, manifest)."""

@@ -4,8 +4,7 @@ replaces planted English names. The model and the name lists are the real ones (
 en_core_web_sm wheel, faker's person providers); every sentence here is invented."""
 import pytest
 
-from conftest import write_jsonl
-from pipeline import runner, shards
+from conftest import extract_then_pii
 from pipeline.pii.en_names import EnglishNames, name_gazetteer, transliterate
 
 
@@ -94,10 +93,7 @@ def test_planted_english_names_do_not_survive_the_stage(tmp_path):
         {"role": "assistant", "content": f"Thanks {PLANTED[0]}. I will reply to {PLANTED[1]} and copy {PLANTED[2]}."},
         {"role": "user", "content": f"Also tell Mr. {PLANTED[3]} that Paris is lovely and the London Eye is open."},
         {"role": "assistant", "content": "Will do. Shakespeare would approve."}]}]
-    src = write_jsonl(tmp_path / "c.jsonl", convs)
-    runner.run_stage("extract", {"source": "t"}, src, str(tmp_path / "ext"), progress=False)
-    m = runner.run_stage("pii", {"salt": "s"}, str(tmp_path / "ext"), str(tmp_path / "pii"), progress=False)
-    (rec,) = list(shards.iter_records(str(tmp_path / "pii")))
+    (rec,), m = extract_then_pii(tmp_path, convs)
     text = "\n".join(msg["content"] for msg in rec["messages"])
     for v in PLANTED:
         assert v not in text, v

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from conftest import write_jsonl
-from pipeline import runner, shards
+from conftest import extract_then_pii
 from pipeline.pii import get_analyzer
 from pipeline.pii.addresses import find_addresses
 from pipeline.pii.anonymize import Pseudonymizer
@@ -114,10 +113,8 @@ def test_planted_names_and_addresses_do_not_survive_the_stage(tmp_path):
             {"role": "user", "content": "Hi, this is Jane Miller from 42 Oak Street, Springfield. My manager Tom Baker agrees."},
             {"role": "assistant", "content": "Thanks Jane Miller, I have noted 42 Oak Street. Shakespeare would approve."}]},
     ]
-    src = write_jsonl(tmp_path / "c.jsonl", convs)
-    runner.run_stage("extract", {"source": "t"}, src, str(tmp_path / "ext"), progress=False)
-    m = runner.run_stage("pii", {"salt": "s"}, str(tmp_path / "ext"), str(tmp_path / "pii"), progress=False)
-    recs = {r["id"]: r for r in shards.iter_records(str(tmp_path / "pii"))}
+    out, m = extract_then_pii(tmp_path, convs)
+    recs = {r["id"]: r for r in out}
     assert set(recs) == {"z1", "e1"} and m["pii"]["residual"] == {}
     planted = PEOPLE + ADDRS + ["Jane Miller", "Tom Baker", "42 Oak Street"]
     for r in recs.values():

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import write_jsonl
-from pipeline import runner, shards
+from conftest import extract_then_pii
 from pipeline.pii.names import ChineseNames
 from pipeline.pii.zh_tagger import MODEL_DIR, ZhNameTagger, _spans, char_table, encode, snap
 
@@ -99,10 +98,7 @@ def test_stage_replaces_planted_transliterated_and_chinese_names(tmp_path):
     convs = [{"id": "z1", "messages": [
         {"role": "user", "content": f"昨天下午{people[0]}在会议室里跟我们讨论了新的方案。"},
         {"role": "assistant", "content": f"好的。新援{people[1]}在比赛第80分钟打进了制胜球。"}]}]
-    src = write_jsonl(tmp_path / "c.jsonl", convs)
-    runner.run_stage("extract", {"source": "t"}, src, str(tmp_path / "ext"), progress=False)
-    m = runner.run_stage("pii", {"salt": "s"}, str(tmp_path / "ext"), str(tmp_path / "pii"), progress=False)
-    (rec,) = list(shards.iter_records(str(tmp_path / "pii")))
+    (rec,), m = extract_then_pii(tmp_path, convs)
     text = " ".join(msg["content"] for msg in rec["messages"])
     for p in people:
         assert p not in text

@@ -258,11 +258,7 @@ def train(dialogues, embedder, kinds=KINDS, folds: int = 5, seed: int = 0,
     fold = fold_ids(dialogues, folds, seed)[dlg]
     best = None
     for kind in kinds:
-        oof = np.zeros(len(y))
-        for k in range(folds):
-            te = fold == k
-            if te.any() and len(np.unique(y[~te])) == 2:
-                oof[te] = _fit(kind, X[~te], y[~te], seed).logit(X[te])
+        oof = _oof_head(kind, X, y, fold, folds, seed)
         thr, f1 = best_threshold(y, oof)
         log(f"  {kind:<7} out-of-fold F1 {f1:.3f}  ROC-AUC {roc_auc(y, oof):.3f}")
         if best is None or f1 > best[1]:
