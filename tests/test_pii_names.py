@@ -34,6 +34,30 @@ def test_chinese_names_in_chat_forms(an):
     assert found(an, "平年 365 天，365 ÷ 7 = 52 周余 1 天；闰年是 52 周余 2 天。", entity="PERSON") == []
 
 
+def test_english_given_names_inside_chinese_text(an):
+    # Chinese office chats call colleagues by English given names; products, everyday words and
+    # all-capital words the tagger may mark stay
+    got = found(an, "我同事Jason说明天的会改到三点，你跟Linda确认一下。", entity="PERSON")
+    assert "Jason" in got and "Linda" in got
+    assert found(an, "我用ChatGPT和Jira管理项目，用Python写脚本。", entity="PERSON") == []
+    # a handle tagged together with a Chinese name is that person's alias
+    assert found(an, "我们战队的队长王志强(Awoke)今天没来训练", entity="PERSON") == ["王志强", "Awoke"]
+    from pipeline.pii.en_names import EnglishNames
+    from pipeline.pii.latin_names import LatinNames
+
+    ln = LatinNames(EnglishNames().nlp)
+    assert all(ln.is_name(w) for w in ("Jason", "ChristopherNolan", "JohnMilius", "stephengarrett", "Svensson"))
+    assert not any(ln.is_name(w) for w in ("Mark", "Panda", "ChatGPT", "MetaClub", "developer", "TH000", "JIRA",
+                                           "Paris", "China"))
+
+
+def test_common_name_after_a_cue_even_if_a_public_figure_shares_it(an):
+    assert found(an, "收件人：李娜，电话稍后发你。", entity="PERSON") == ["李娜"]
+    assert found(an, "我叫马云，想咨询一下退款。", entity="PERSON") == ["马云"]
+    # without a cue the public figure stays: content, not personal data
+    assert found(an, "马云创办了阿里巴巴。", entity="PERSON") == []
+
+
 def test_public_figures_and_bare_places_stay(an):
     text = "李白是唐代诗人，鲁迅写了《呐喊》，我住在北京市，明天去上海。"
     assert found(an, text) == []

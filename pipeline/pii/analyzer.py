@@ -52,6 +52,7 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 from pipeline.pii import addresses as A  # noqa: E402
 from pipeline.pii import en_names as EN  # noqa: E402
+from pipeline.pii.latin_names import LatinNames  # noqa: E402
 from pipeline.pii import names as N  # noqa: E402
 from pipeline.pii import recognizers as R  # noqa: E402
 
@@ -359,8 +360,10 @@ class PiiAnalyzer:
         self._ner_entities = ner
         model = spacy_model or EN.default_spacy_model()
         self._ner_engine = build_ner_engine(model, ner) if (spacy and ner) else None
-        self._zh_names = N.ChineseNames(mode=name_mode) if (names and "PERSON" in mine) else None
         self._en_names = EN.EnglishNames(model, mode=name_mode) if (spacy and "PERSON" in mine) else None
+        # the English model's word lists also tell an English given name inside Chinese text (Jason)
+        latin = LatinNames(self._en_names.nlp) if self._en_names else None
+        self._zh_names = N.ChineseNames(mode=name_mode, latin=latin) if (names and "PERSON" in mine) else None
         self._addresses = names and "LOCATION" in mine
 
         # fast-path gates.  An entity is run when any of its recognizers' gates is open;

@@ -63,7 +63,7 @@ PUBLIC_FIGURES = frozenset("""
 欧阳修 韩愈 柳宗元 陶渊明 曹操 曹植 刘备 关羽 张飞 诸葛亮 孙权 秦始皇 汉武帝 唐太宗 李世民 武则天 康熙 乾隆 雍正 朱元璋 成吉思汗
 岳飞 文天祥 郑和 张骞 王羲之 颜真卿 鲁迅 胡适 巴金 老舍 茅盾 郭沫若 沈从文 钱钟书 张爱玲 金庸 莫言 余华 孙中山 毛泽东 周恩来
 邓小平 梁启超 蔡元培 钱学森 袁隆平 屠呦呦 杨振宁 李政道 华罗庚 陈景润 祖冲之 张衡 李时珍 华佗 张仲景 扁鹊 孙悟空 猪八戒
-林黛玉 贾宝玉 薛宝钗 王熙凤 宋江 武松 林冲 姚明 刘翔 李娜 马云 马化腾 雷军 任正非 李彦宏 王阳明 朱熹 范仲淹 包拯 霍去病
+林黛玉 贾宝玉 薛宝钗 王熙凤 宋江 武松 林冲 姚明 刘翔 马云 马化腾 雷军 任正非 李彦宏 王阳明 朱熹 范仲淹 包拯 霍去病
 卫青 项羽 刘邦 韩信 张良 萧何 貂蝉 西施 王昭君 杨贵妃 牛顿 爱因斯坦 莎士比亚 达尔文 马克思 恩格斯 列宁 拿破仑 贝多芬 莫扎特
 马斯克 普京 特朗普 拜登 奥巴马 乔布斯 比尔盖茨 皮卡丘 哈利波特
 """.split())
@@ -120,7 +120,7 @@ class ChineseNames:
     """
 
     def __init__(self, tagger: Optional[LacTagger] = None, score: float = 0.85, cue_score: float = 0.9,
-                 mode: str = "personal", model=None):
+                 mode: str = "personal", model=None, latin=None):
         if mode not in NAME_MODES:
             raise ValueError(f"names mode {mode!r} not in {NAME_MODES}")
         self.tagger = tagger or LacTagger()
@@ -129,6 +129,9 @@ class ChineseNames:
         self.cue_score = cue_score
         self.mode = mode
         self.latin_names = mode == "all"
+        # personal mode: a Latin word the tagger marks counts when ``latin`` (a
+        # ``latin_names.LatinNames``) says it is written like a person's name (Jason, ChristopherNolan)
+        self.latin = latin if mode == "personal" else None
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         chunks, owner = [], []
@@ -145,15 +148,20 @@ class ChineseNames:
             for s0, e0 in sorted(set(spans)):
                 # a tagged span can take a bracket or a neighbour along ((陆慧明, 叶靓(Awoke)):
                 # the name is each run of name characters in it
-                for m in _NAME_RUN.finditer(text, s0 + off, e0 + off):
-                    found[ti].extend(self._keep(text, m.start(), m.end()))
+                runs = [(m.start(), m.end()) for m in _NAME_RUN.finditer(text, s0 + off, e0 + off)]
+                kept = [k for s, e in runs for k in self._keep(text, s, e)]
+                if kept and self.latin is not None and any(not _LATIN.match(text[s]) for s, _, _ in kept):
+                    # a handle tagged together with a Chinese name is that person's alias (叶靓(Awoke))
+                    kept += [(s, e, self.score) for s, e in runs if _LATIN.match(text[s])]
+                found[ti].extend(kept)
         for ti, text in enumerate(texts):
             if not _HAN_RUN.search(text):
                 continue
-            for rx in CUE_PATTERNS:
+            for i, rx in enumerate(CUE_PATTERNS):
                 for m in rx.finditer(text):
                     s, e = m.span("n")
-                    if not is_public_figure(text[s:e]) and text[s:e] not in NOT_NAMES:
+                    # after 我叫 / 收件人 it is somebody's own name, whoever shares it
+                    if (i == 0 or not is_public_figure(text[s:e])) and text[s:e] not in NOT_NAMES:
                         found[ti].append((s, e, self.cue_score))
         return found
 
@@ -164,7 +172,7 @@ class ChineseNames:
             return []
         # Latin words inside Chinese chats are mostly products, brands and code (MetaClub, Jira,
         # ChatGPT): a Latin handle counts with name_mode all or after a cue
-        if self.latin_names is False and _LATIN.match(name):
+        if self.latin_names is False and _LATIN.match(name) and not (self.latin and self.latin.is_name(name)):
             return []
         # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
         if _AFTER_NUMBER.search(text, max(0, s - 2), s):
@@ -173,3 +181,4 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
+
