@@ -40,6 +40,9 @@ def test_english_given_names_inside_chinese_text(an):
     got = found(an, "我同事Jason说明天的会改到三点，你跟Linda确认一下。", entity="PERSON")
     assert "Jason" in got and "Linda" in got
     assert found(an, "我用ChatGPT和Jira管理项目，用Python写脚本。", entity="PERSON") == []
+    # a Latin name or handle after a word for a person's role; not an English word there
+    got = found(an, "这个需求找负责人kevinz确认，队长Enel也同意了，老板Python写得好。", entity="PERSON")
+    assert "kevinz" in got and "Enel" in got and "Python" not in got
     # a handle tagged together with a Chinese name is that person's alias
     assert found(an, "我们战队的队长王志强(Awoke)今天没来训练", entity="PERSON") == ["王志强", "Awoke"]
     from pipeline.pii.en_names import EnglishNames

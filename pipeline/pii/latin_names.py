@@ -29,11 +29,11 @@ class LatinNames:
         # an English given name that is also a noun (Robert, Linda are in the model's noun list)
         # counts; one that is an everyday word (Mark, Rose, Bill) or a verb or adjective does not
         self._first = frozenset(f.lower() for f in first if f.lower() not in common and (
-            not self._is_word(f) or (f in english and f.lower() not in _EVERYDAY_FIRST)))
-        self._last = frozenset(n.lower() for n in last if len(n) >= 3 and not self._is_word(n))
+            not self.is_word(f) or (f in english and f.lower() not in _EVERYDAY_FIRST)))
+        self._last = frozenset(n.lower() for n in last if len(n) >= 3 and not self.is_word(n))
         self._places = frozenset(p.lower() for p in place_gazetteer())
 
-    def _is_word(self, w: str) -> bool:
+    def is_word(self, w: str) -> bool:
         """In the English model's vocabulary, inflected forms included."""
         low = w.lower()
         if low in self._words:
@@ -47,11 +47,11 @@ class LatinNames:
             return False
         for tok in tokens:
             parts = _CAMEL.findall(tok)
-            if len(parts) == 1 and tok.islower() and len(tok) >= 7 and not self._is_word(tok):
+            if len(parts) == 1 and tok.islower() and len(tok) >= 7 and not self.is_word(tok):
                 # run together in lower case: a given name, then a surname or a word that is no
                 # English word (markbradford, not developer)
                 cut = next((k for k in range(len(tok) - 3, 2, -1) if tok[:k] in self._first and (
-                    tok[k:] in self._names or not self._is_word(tok[k:]))), 0)
+                    tok[k:] in self._names or not self.is_word(tok[k:]))), 0)
                 parts = [tok[:cut], tok[cut:]] if cut else parts
             if len(parts) == 1:
                 p = parts[0]
@@ -59,7 +59,7 @@ class LatinNames:
                         p.lower() not in self._first and p.lower() not in self._last):
                     return False
             elif parts[0].lower() not in self._first or any(
-                    self._is_word(p) and p.lower() not in self._names for p in parts[1:]):
+                    self.is_word(p) and p.lower() not in self._names for p in parts[1:]):
                 return False
         return True
 

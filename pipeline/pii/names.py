@@ -55,9 +55,14 @@ CUE_PATTERNS = [
     # 张先生 / 李女士 / 王总 / 欧阳老师: surname + title, replaced as a whole (the title is kept)
     re.compile("(?P<n>" + _HONOR_SURNAME + "(?:" + _TITLE_RX + "))"),
 ]
+# A Latin name after a word for a person's role (同事Jason, 队长Enel, 负责人julia): Chinese chats
+# write colleagues and players by their English names and handles
+_LATIN_CUE = re.compile(
+    r"(?:同事|朋友|老板|经理|主管|总监|助理|老师|同学|室友|男友|女友|男朋友|女朋友|老公|老婆|客户|队长|队员|选手|"
+    r"负责人|领队|网名|英文名|昵称|我叫|名叫|叫我)[:：\s]{0,2}(?P<n>[A-Za-z][A-Za-z'’.\-]*[A-Za-z])(?![A-Za-z0-9_])")
 
 # Public figures whose names in a general-knowledge answer are content, not personal data. Kept
-# short on purpose: a name here is never pseudonymised, whoever it belongs to.
+# short on purpose: a name here is pseudonymised only after a personal cue (我叫 / 收件人).
 PUBLIC_FIGURES = frozenset("""
 孔子 孟子 老子 庄子 荀子 韩非子 墨子 孙子 司马迁 屈原 李白 杜甫 白居易 王维 李商隐 杜牧 苏轼 苏东坡 辛弃疾 李清照 陆游 王安石
 欧阳修 韩愈 柳宗元 陶渊明 曹操 曹植 刘备 关羽 张飞 诸葛亮 孙权 秦始皇 汉武帝 唐太宗 李世民 武则天 康熙 乾隆 雍正 朱元璋 成吉思汗
@@ -157,6 +162,10 @@ class ChineseNames:
         for ti, text in enumerate(texts):
             if not _HAN_RUN.search(text):
                 continue
+            for m in _LATIN_CUE.finditer(text):
+                s, e = m.span("n")
+                if self.latin is None or not self.latin.is_word(text[s:e]):
+                    found[ti].append((s, e, self.cue_score))
             for i, rx in enumerate(CUE_PATTERNS):
                 for m in rx.finditer(text):
                     s, e = m.span("n")
