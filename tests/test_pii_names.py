@@ -32,6 +32,8 @@ def test_chinese_names_in_chat_forms(an):
     # words that only look like a surname + title are not names, nor a unit after a number
     assert found(an, "这位先生请坐，各位老师辛苦了，今天总结一下。", entity="PERSON") == []
     assert found(an, "平年 365 天，365 ÷ 7 = 52 周余 1 天；闰年是 52 周余 2 天。", entity="PERSON") == []
+    # a name does not stop inside a word LAC reads as one (子宫 of 子宫脱垂)
+    assert found(an, "子宫脱垂严重吗？子宫脱垂分为三度。", entity="PERSON") == []
 
 
 def test_english_given_names_inside_chinese_text(an):

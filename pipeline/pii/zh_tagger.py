@@ -155,10 +155,27 @@ class ZhNameTagger:
             ids = encode(self.table, [chunks[i] for i in sub], lens[rows])
             pred = (self.logits(ids, path[rows, :t] if self.uses_path else None, em[rows, :t],
                                 valid[..., None].astype(np.float32)) + bias).argmax(-1)
+            rpath, rlens = path[rows, :t], lens[rows]
             for r, s, e in _spans(pred == B_NAME, pred == I_NAME, valid):
-                out[sub[r]].append((s, e))
+                # a name does not stop in the middle of a word LAC reads as something else: on
+                # CLUENER's tuning fifth this cost 0.005 recall for 0.002 precision, and it keeps
+                # 子宫 (of 子宫脱垂) from being pseudonymised in a medical answer
+                if not _ends_inside_word(rpath[r], e, int(rlens[r])):
+                    out[sub[r]].append((s, e))
         out = [snap(c, sp) for c, sp in zip(chunks, out)]
         return (out, lac_out) if both else out
+
+
+def _ends_inside_word(path: np.ndarray, e: int, n: int) -> bool:
+    """Whether a span ending at ``e`` stops inside a word LAC reads as no person (子宫 of
+    子宫脱垂, 斯特 of 阿姆斯特丹): the character at ``e`` continues a word whose first tag is not
+    nr / PER."""
+    if e >= n or not _INSIDE[path[e]]:
+        return False
+    k = e - 1
+    while k > 0 and _INSIDE[path[k]]:
+        k -= 1
+    return int(path[k]) != PER_B
 
 
 _ALNUM = re.compile(r"[A-Za-z0-9_.'\-]")
