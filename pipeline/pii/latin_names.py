@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from pipeline.pii.en_names import _NOUN_NAMES as _EVERYDAY_FIRST  # given names that are everyday words
 from pipeline.pii.en_names import english_first_names, english_vocabulary, name_gazetteer, place_gazetteer
 
 _CAMEL = re.compile(r"(?:Mc|Mac|O['’])?[A-Z][a-z]+|[a-z]+|[A-Z]+(?![a-z])")
@@ -63,11 +64,3 @@ class LatinNames:
                 return False
         return True
 
-
-# given names that are everyday English words (the English model's noun list holds both)
-_EVERYDAY_FIRST = frozenset(
-    "rose mark bill grant art jack faith hope joy grace june april august summer autumn dawn crystal amber ruby pearl "
-    "ray guy rich sky star page reed chase hunter miles max lane dale glen brook river rain ivy holly daisy iris violet "
-    "jade penny victor major sterling cliff heath forest gray price king love young hall wood stone bell rod pat sue "
-    "don ben tom harry barbie java moon sunny storm ocean cloud angel baby honey candy sugar cookie pepper ginger "
-    "basil sage olive cherry berry apple lemon hazel ash bay birch hawk fox wolf bear swan robin wren lark dove".split())
