@@ -63,6 +63,18 @@ def test_common_name_after_a_cue_even_if_a_public_figure_shares_it(an):
     assert found(an, "马云创办了阿里巴巴。", entity="PERSON") == []
 
 
+def test_a_name_found_once_is_a_name_in_the_whole_conversation(an):
+    from pipeline.pii.analyzer import spread_names
+
+    texts = ["我叫王小明，负责人是kevinz。", "好的王小明，我会联系kevinz和kevinzq。", "kevinz在吗？", "kevinz在吗？"]
+    alone = [an.analyze(t, "zh") for t in texts]
+    assert alone[2] == []  # no cue: the name alone is not found
+    found = spread_names(texts, alone, ["c1", "c1", "c1", "c2"])
+    got = [[(f.entity_type, t[f.start:f.end]) for f in fs] for t, fs in zip(texts, found)]
+    assert got[1] == [("PERSON", "王小明"), ("PERSON", "kevinz")]  # a whole Latin word only
+    assert got[2] == [("PERSON", "kevinz")] and got[3] == []  # spread in its conversation, not to another
+
+
 def test_public_figures_and_bare_places_stay(an):
     text = "李白是唐代诗人，鲁迅写了《呐喊》，我住在北京市，明天去上海。"
     assert found(an, text) == []
@@ -141,11 +153,14 @@ def test_planted_names_and_addresses_do_not_survive_the_stage(tmp_path):
         {"id": "e1", "messages": [
             {"role": "user", "content": "Hi, this is Jane Miller from 42 Oak Street, Springfield. My manager Tom Baker agrees."},
             {"role": "assistant", "content": "Thanks Jane Miller, I have noted 42 Oak Street. Shakespeare would approve."}]},
+        {"id": "z2", "messages": [
+            {"role": "user", "content": "我同事Jason说周五开会，你跟负责人kevinz确认一下时间。"},
+            {"role": "assistant", "content": "好的，我会提醒Jason，也会联系kevinz确认。"}]},
     ]
     out, m = extract_then_pii(tmp_path, convs)
     recs = {r["id"]: r for r in out}
-    assert set(recs) == {"z1", "e1"} and m["pii"]["residual"] == {}
-    planted = PEOPLE + ADDRS + ["Jane Miller", "Tom Baker", "42 Oak Street"]
+    assert set(recs) == {"z1", "e1", "z2"} and m["pii"]["residual"] == {}
+    planted = PEOPLE + ADDRS + ["Jane Miller", "Tom Baker", "42 Oak Street", "Jason", "kevinz"]
     for r in recs.values():
         for msg in r["messages"]:
             for v in planted:
@@ -158,6 +173,10 @@ def test_planted_names_and_addresses_do_not_survive_the_stage(tmp_path):
     fake_addr = re.search("寄到(.+?)。", z[0]["content"]).group(1)
     assert fake_addr in z[1]["content"] and fake_addr != ADDRS[0]
     assert re.search("请问[\u4e00-\u9fff]先生是您的同事", z[1]["content"])  # the title stays
+    # an English given name in Chinese text gets one Latin pseudonym in both turns
+    z2 = recs["z2"]["messages"]
+    fake_en = re.search("我同事([A-Za-z]+)说", z2[0]["content"]).group(1)
+    assert fake_en != "Jason" and f"提醒{fake_en}" in z2[1]["content"]
     assert m["pii"]["found"]["PERSON"] >= 8 and m["pii"]["found"]["LOCATION"] >= 5
     # `turnforge scan` does not take the pseudonyms for PII
     from pipeline import scan

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Union
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -288,6 +289,30 @@ def resolve_overlaps(results: Sequence["RecognizerResult"]) -> List["RecognizerR
             group, group_end = [r], r.end
     kept.sort(key=lambda r: (r.start, r.end, r.entity_type))
     return kept
+
+
+def spread_names(texts: Sequence[str], found: Sequence[List["RecognizerResult"]], groups: Sequence[object],
+                 score: float = 0.85) -> List[List["RecognizerResult"]]:
+    """A name found in one message of a conversation is a name in its other messages too: the
+    cue that gave it away (我叫, 负责人, my name is) is usually said once (好的，我会联系kevinz).
+    ``groups`` names the conversation of each text; every other occurrence of a found PERSON value
+    in the same group that overlaps no finding is added (a Latin name only as a whole word)."""
+    values: Dict[object, set] = {}
+    for text, fs, g in zip(texts, found, groups):
+        for f in fs:
+            v = text[f.start:f.end]
+            if f.entity_type == "PERSON" and len(v.strip()) >= 2:
+                values.setdefault(g, set()).add(v)
+    if not values:
+        return list(found)
+    rxs = {g: re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(re.escape(v) for v in sorted(vs, key=len, reverse=True))
+                         + r")(?![A-Za-z0-9_])") for g, vs in values.items()}
+    out = []
+    for text, fs, g in zip(texts, found, groups):
+        add = [RecognizerResult("PERSON", m.start(), m.end(), score) for m in rxs[g].finditer(text)
+               if not any(m.start() < f.end and f.start < m.end() for f in fs)] if g in rxs else []
+        out.append(sorted(list(fs) + add, key=lambda r: (r.start, r.end)) if add else fs)
+    return out
 
 
 class PiiAnalyzer:

@@ -59,7 +59,7 @@ CUE_PATTERNS = [
 # write colleagues and players by their English names and handles
 _LATIN_CUE = re.compile(
     r"(?:同事|朋友|老板|经理|主管|总监|助理|老师|同学|室友|男友|女友|男朋友|女朋友|老公|老婆|客户|队长|队员|选手|"
-    r"负责人|领队|网名|英文名|昵称|我叫|名叫|叫我)[:：\s]{0,2}(?P<n>[A-Za-z][A-Za-z'’.\-]*[A-Za-z])(?![A-Za-z0-9_])")
+    r"负责人|领队|网名|英文名|昵称|我叫|名叫|叫我)(?:是|叫|为)?[:：\s]{0,2}(?P<n>[A-Za-z][A-Za-z'’.\-]*[A-Za-z])(?![A-Za-z0-9_])")
 
 # Public figures whose names in a general-knowledge answer are content, not personal data. Kept
 # short on purpose: a name here is pseudonymised only after a personal cue (我叫 / 收件人).

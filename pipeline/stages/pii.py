@@ -25,6 +25,7 @@ import pyarrow as pa
 from ..config import ConfigError
 from ..schema import SCHEMA
 from ..pii import get_analyzer
+from ..pii.analyzer import spread_names
 from .base import MapStage, StageFailed, with_meta
 
 DEV_SALT = "turnforge-dev-pii-salt"
@@ -76,7 +77,9 @@ class Pii(MapStage):
             texts = [m["content"] for r in recs for m in r["messages"]]
             langs = [r["lang"] for r in recs for _ in r["messages"]]
             scopes = [r["id"] if cfg.scope == "conversation" else "" for r in recs for _ in r["messages"]]
-            found = analyzer.analyze_batch(texts, langs, fast=cfg.fast)
+            # a name found in one message is replaced in every message of its conversation
+            found = spread_names(texts, analyzer.analyze_batch(texts, langs, fast=cfg.fast),
+                                 [i for i, r in enumerate(recs) for _ in r["messages"]])
             # anonymise every message in order (pseudonyms depend on it), then re-scan the
             # changed ones in one batch: the name models cost per call, not per message
             done = [anonymize_text(t, fs, pseudo, sc) for t, fs, sc in zip(texts, found, scopes)]
