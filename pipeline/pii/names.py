@@ -157,7 +157,8 @@ class ChineseNames:
                 kept = [k for s, e in runs for k in self._keep(text, s, e)]
                 if kept and self.latin is not None and any(not _LATIN.match(text[s]) for s, _, _ in kept):
                     # a handle tagged together with a Chinese name is that person's alias (叶靓(Awoke))
-                    kept += [(s, e, self.score) for s, e in runs if _LATIN.match(text[s])]
+                    kept += [(s, e, self.score) for s, e in runs
+                             if _LATIN.match(text[s]) and (s, e, self.score) not in kept]
                 found[ti].extend(kept)
         for ti, text in enumerate(texts):
             if not _HAN_RUN.search(text):
