@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence
 
 from .config import ConfigError
@@ -42,6 +44,13 @@ class LocalEngine(Engine):
                 try:
                     for f in as_completed([pool.submit(fn, *c) for c in calls]):
                         done(f.result())
+                except BrokenProcessPool:
+                    # Ctrl-C ends the workers at once; on a busy machine the driver can see a
+                    # dead worker before its own SIGINT arrives: give it a moment to arrive (it
+                    # then ends as an interruption), else this was a real crash
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    time.sleep(1.0)
+                    raise
                 except KeyboardInterrupt:  # leaving the pool must not start the tasks still queued
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
