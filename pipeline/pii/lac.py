@@ -34,6 +34,7 @@ class LacTagger:
         self._oov = vocab.get("OOV", 0)
         self._vocab = {c: vocab.get(q2b.get(c, c), self._oov) for c in set(vocab) | set(q2b)}
         self._trans = np.load(d / "lac_crf_transitions.npy").astype(np.float32)
+        self._trans_t = np.ascontiguousarray(self._trans.T)
         self._table = None
         so = ort.SessionOptions()
         # one thread per process: the stage parallelises with workers
@@ -48,13 +49,12 @@ class LacTagger:
         ar = np.arange(b)
         dp = em[:, 0].copy()
         bps = np.empty((max(t_max - 1, 0), b, k), dtype=np.int64)
-        trans = self._trans[None]
+        trans = self._trans_t[None]  # (current, previous): the reductions run along contiguous memory
         full = int(lens.min())  # rows are sorted by length: up to here every row is live
-        rows, cols = ar[:, None], np.arange(k)[None, :]
         for t in range(1, t_max):
-            scores = dp[:, :, None] + trans
-            bp = scores.argmax(1)
-            new = scores[rows, bp, cols] + em[:, t]  # the max, gathered: a second reduction costs more
+            scores = dp[:, None, :] + trans
+            bp = scores.argmax(2)
+            new = np.take_along_axis(scores, bp[..., None], 2)[..., 0] + em[:, t]  # gathered: a second reduction costs more
             dp = new if t < full else np.where((t < lens)[:, None], new, dp)
             bps[t - 1] = bp
         cur = dp.argmax(1)
