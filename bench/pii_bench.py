@@ -431,7 +431,7 @@ def main() -> None:
     ap.add_argument("--n-zh", type=int, default=600)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--naive-sample", type=int, default=3000)
-    ap.add_argument("--naive-spacy-sample", type=int, default=600, help="turns timed for presidio with spaCy (slow)")
+    ap.add_argument("--naive-spacy-sample", type=int, default=2000, help="turns timed for presidio with spaCy (slow; 600 gave ratios 0.5x apart between runs)")
     ap.add_argument("--repeat", type=int, default=4, help="throughput corpus = the turns repeated (amortises start-up)")
     ap.add_argument("--only", default="", help="comma-separated section numbers to run (default: all)")
     ap.add_argument("--en-models", default="", help="section 6: comma-separated spaCy models (names or paths) to "
