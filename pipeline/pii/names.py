@@ -118,8 +118,10 @@ class ChineseNames:
 
     ``mode="personal"`` (the default) keeps the names in Han characters that the tagger
     (``zh_tagger.ZhNameTagger``) marks, transliterations included: trained on CLUENER, it tells a
-    player from a club (桑坦德); Latin handles count only after a cue, since Latin words in
-    Chinese chats are mostly products and code. ``mode="all"`` keeps the tagger's Latin handles
+    player from a club (桑坦德); a Latin word it marks counts only when written like a person's
+    name (``latin``: Jason, not ChatGPT), as the alias of a Chinese name beside it or after a role
+    word (同事Jason), since Latin words in Chinese chats are mostly products and code.
+    ``mode="all"`` keeps the tagger's Latin handles
     and adds every name LAC tags (recall first). Both add the names after a cue (我叫 / 收件人 /
     a title).
     """
@@ -181,7 +183,8 @@ class ChineseNames:
         if len(name) < 2 or not _NAME_CHARS.match(name) or is_public_figure(name) or name in NOT_NAMES:
             return []
         # Latin words inside Chinese chats are mostly products, brands and code (MetaClub, Jira,
-        # ChatGPT): a Latin handle counts with name_mode all or after a cue
+        # ChatGPT): a Latin handle counts with name_mode all, when written like a person's name
+        # (Jason), next to a Chinese name it aliases, or after a role word (find_batch)
         if self.latin_names is False and _LATIN.match(name) and not (self.latin and self.latin.is_name(name)):
             return []
         # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
@@ -191,4 +194,3 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
-
