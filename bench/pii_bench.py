@@ -354,23 +354,28 @@ def english_person_split(ev: str, name_mode: str = "personal") -> dict:
         rows = json.load(f)
     an = get_analyzer(name_mode=name_mode)
     preds = an.analyze_batch([r["full_text"] for r in rows], "en")
-    out = {}
-    for name, keep in (("held-out (odd template_id)", 1), ("tuning (even template_id)", 0), ("all", None)):
-        tp = fp = fn = 0
-        for r, fs in zip(rows, preds):
-            if keep is not None and r["template_id"] % 2 != keep:
-                continue
-            gold = [(s["start_position"], s["end_position"]) for s in r["spans"] if s["entity_type"] == "PERSON"]
-            used = [False] * len(gold)
-            for x in (x for x in fs if x.entity_type == "PERSON"):
-                hit = next((i for i, (a, b) in enumerate(gold) if not used[i] and x.start < b and a < x.end), None)
-                if hit is None:
-                    fp += 1
-                else:
-                    used[hit], tp = True, tp + 1
-            fn += used.count(False)
-        out[name] = {"recall": tp / max(1, tp + fn), "precision": tp / max(1, tp + fp), "gold": tp + fn}
-    return out
+    spans = [[(x.start, x.end) for x in fs if x.entity_type == "PERSON"] for fs in preds]
+    return {name: person_scores(rows, spans, keep)
+            for name, keep in (("held-out (odd template_id)", 1), ("tuning (even template_id)", 0), ("all", None))}
+
+
+def person_scores(rows: list[dict], spans: list[list[tuple]], keep) -> dict:
+    """PERSON recall / precision of predicted (start, end) spans against presidio-research gold,
+    records of template parity ``keep`` only (None: all); overlap match, one prediction per gold span."""
+    tp = fp = fn = 0
+    for r, pred in zip(rows, spans):
+        if keep is not None and r["template_id"] % 2 != keep:
+            continue
+        gold = [(s["start_position"], s["end_position"]) for s in r["spans"] if s["entity_type"] == "PERSON"]
+        used = [False] * len(gold)
+        for s, e in pred:
+            hit = next((i for i, (a, b) in enumerate(gold) if not used[i] and s < b and a < e), None)
+            if hit is None:
+                fp += 1
+            else:
+                used[hit], tp = True, tp + 1
+        fn += used.count(False)
+    return {"recall": tp / max(1, tp + fn), "precision": tp / max(1, tp + fp), "gold": tp + fn}
 
 
 def english_detector_options(ev: str, models: list[str]) -> None:
@@ -384,25 +389,16 @@ def english_detector_options(ev: str, models: list[str]) -> None:
         rows = json.load(f)
     texts = [r["full_text"] for r in rows]
 
+    def longest_first(spans):  # overlapping predictions resolved longest first, as the analyzer does
+        kept: list = []
+        for s, e in sorted(set(spans), key=lambda x: (x[0] - x[1], x[0])):
+            if all(e <= a or s >= b for a, b in kept):
+                kept.append((s, e))
+        return kept
+
     def score(preds, keep):
-        tp = fp = fn = 0
-        for r, spans in zip(rows, preds):
-            if keep is not None and r["template_id"] % 2 != keep:
-                continue
-            gold = [(s["start_position"], s["end_position"]) for s in r["spans"] if s["entity_type"] == "PERSON"]
-            used = [False] * len(gold)
-            kept: list = []  # overlapping predictions resolved longest first, as the analyzer does
-            for s, e in sorted(set(spans), key=lambda x: (x[0] - x[1], x[0])):
-                if all(e <= a or s >= b for a, b in kept):
-                    kept.append((s, e))
-            for s, e in kept:
-                hit = next((i for i, (a, b) in enumerate(gold) if not used[i] and s < b and a < e), None)
-                if hit is None:
-                    fp += 1
-                else:
-                    used[hit], tp = True, tp + 1
-            fn += used.count(False)
-        return f"{tp / max(1, tp + fn):.3f} / {tp / max(1, tp + fp):.3f}"
+        r = person_scores(rows, [longest_first(p) for p in preds], keep)
+        return f"{r['recall']:.3f} / {r['precision']:.3f}"
 
     print(f"   {'detector alone (recall / precision)':<58} {'held-out':>13} {'all':>13} {'s / 1,500':>9}")
     for model in models:

@@ -178,6 +178,7 @@ _NOT_FIRST = frozenset(
     "eg ie app apps math".split())
 
 
+@lru_cache(maxsize=4)  # EnglishNames and latin_names.LatinNames read it from the same model
 def english_vocabulary(nlp) -> Tuple[frozenset, frozenset]:
     """(common, nouns): lower-case English verbs, adjectives, adverbs and stop words (a capitalised
     one is no first name), and the model's nouns (which also hold many given names)."""
