@@ -120,6 +120,19 @@ def test_batched_tagger_matches_one_text_at_a_time():
     assert cn.find_batch(texts) == [cn.find_batch([t])[0] for t in texts]
 
 
+def test_a_rescan_tags_only_the_changed_sentences():
+    cn = ChineseNames()
+    texts = ["昨天陈建国和刘芳去了公司。今天天气不错。", "我叫王小明"]
+    first = cn.find_batch(texts)
+    seen = []
+    run = cn.model.person_spans
+    cn.model.person_spans = lambda chunks, both=False: seen.extend(chunks) or run(chunks, both=both)
+    changed = "昨天陈建国和李丽去了公司。今天天气不错。"  # as after anonymisation: one sentence new
+    again = cn.find_batch([changed, texts[1]])
+    assert seen == ["昨天陈建国和李丽去了公司"]
+    assert again[1] == first[1] and [changed[s:e] for s, e, _ in again[0]][:2] == ["陈建国", "李丽"]
+
+
 def test_name_and_address_pseudonyms_keep_their_form():
     p = Pseudonymizer("salt")
     for name in ("王小明", "李娜", "欧阳娜娜"):

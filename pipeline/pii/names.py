@@ -139,6 +139,7 @@ class ChineseNames:
         # personal mode: a Latin word the tagger marks counts when ``latin`` (a
         # ``latin_names.LatinNames``) says it is written like a person's name (Jason, ChristopherNolan)
         self.latin = latin if mode == "personal" else None
+        self._memo: dict = {}  # chunk -> tagged spans of the last call (find_batch)
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         chunks, owner = [], []
@@ -147,12 +148,17 @@ class ChineseNames:
                 chunks.append(ch)
                 owner.append((ti, off))
         found: List[List[Span]] = [[] for _ in texts]
-        tagged = self.model.person_spans(chunks, both=self.mode == "all") if chunks else []
-        if self.mode == "all" and chunks:
-            tagged = [a + b for a, b in zip(*tagged)]
+        # A chunk's tags depend on the chunk alone. The stage re-scans the messages it changed,
+        # whose other sentences the last call has just tagged: those come from the memo.
+        memo, todo = self._memo, sorted({c for c in chunks if c not in self._memo})
+        if todo:
+            got = self.model.person_spans(todo, both=self.mode == "all")
+            memo = {**memo, **dict(zip(todo, [a + b for a, b in zip(*got)] if self.mode == "all" else got))}
+        tagged = [memo[c] for c in chunks]
+        self._memo = {c: memo[c] for c in chunks}  # this call's chunks only: memory stays one batch
         for (ti, off), spans in zip(owner, tagged):
             text = texts[ti]
-            for s0, e0 in sorted(set(spans)):
+            for s0, e0 in _join_brackets(text, off, sorted(set(spans))):
                 # a tagged span can take a bracket or a neighbour along ((陆慧明, 叶靓(Awoke)):
                 # the name is each run of name characters in it
                 runs = [(m.start(), m.end()) for m in _NAME_RUN.finditer(text, s0 + off, e0 + off)]
@@ -194,3 +200,17 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
+_OPENING = re.compile(r"\s?[(（\[【]\s?")
+
+
+def _join_brackets(text: str, off: int, spans: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """Tagged spans with only an opening bracket between them read as one (王志强(Awoke)), so
+    that the handle is that name's alias however the tagger split them (not a space: next to
+    English prose that made every tagged English word an alias)."""
+    out: List[Tuple[int, int]] = []
+    for s, e in spans:
+        if out and _OPENING.fullmatch(text, out[-1][1] + off, s + off):
+            out[-1] = (out[-1][0], max(e, out[-1][1]))
+        else:
+            out.append((s, e))
+    return out
