@@ -48,6 +48,39 @@ def test_spans_decoding_and_latin_snapping():
     assert snap(text, [(5, 7), (8, 10)]) == [(3, 12)]
 
 
+def test_lac_reads_a_sentence_the_same_in_any_batch(zt):
+    """LAC's shipped graph ignored its length input: the backward GRUs of a short row began on the
+    padding, and its scores changed with the longest row of its batch. Now a row's emissions and
+    path are those it has alone."""
+    short = "昨天陈建国和刘芳去了公司。"
+    rows = [short, "今天下午王小明在会议室里跟我们讨论了新的方案，大家都觉得很好。" * 3]
+    alone = next(zt.lac.tag_batches([short]))
+    together = next(zt.lac.tag_batches(rows))
+    r = together[0].index(0)
+    n = len(short)
+    assert together[2].shape[1] > 3 * n  # the short row is padded
+    np.testing.assert_allclose(together[2][r, :n], alone[2][0, :n], atol=1e-4)
+    assert together[3][r, :n].tolist() == alone[3][0, :n].tolist()
+
+
+def test_viterbi_over_unsure_runs_finds_the_best_path(zt):
+    """The search over runs between sure positions scores as high as the full search (float64
+    scores; paths may differ only where float32 sums tie), at every scale of emissions."""
+    lac, rng = zt.lac, np.random.default_rng(1)
+    t = lac._trans.astype(np.float64)
+    differ = 0
+    for scale in (0.05, 0.2, 1.0, 3.0):
+        em = rng.normal(0, scale, (200, 30, t.shape[0])).astype(np.float32)
+        lens = rng.integers(1, 31, 200)
+        fast, full = lac.viterbi(em, lens), lac._viterbi_dense(em, lens)
+        for r, n in enumerate(lens):
+            e, a, b = em[r, :n].astype(np.float64), fast[r, :n], full[r, :n]
+            score = lambda p: e[np.arange(n), p].sum() + t[p[:-1], p[1:]].sum()  # noqa: E731
+            assert score(a) >= score(b) - 1e-4
+            differ += (a != b).any()
+    assert differ <= 2
+
+
 def test_encode_maps_full_width_like_half_width():
     table = char_table("AB张")
     lens = np.array([3, 1])
