@@ -22,9 +22,10 @@
    target >= 0.85; the phone shapes of address blocks.
 8. Over-redaction: share of sharegpt_zh turns and of LIMA replies with a flagged name, with examples.
 9. Throughput against naive presidio with spaCy on (AnalyzerEngine with en_core_web_sm's full
-   pipeline and every recognizer, then AnonymizerEngine, one call per text); target >= 2x.
+   pipeline and every recognizer, then AnonymizerEngine, one call per text); target >= 2x, as the
+   median of rounds that time the stage and the peer by turns (the machine's speed drifts).
 
-    python bench/pii_bench.py [--evaldata ../shared/evaldata] [--n-zh 600] [--workers 2]
+    python bench/pii_bench.py [--evaldata ../shared/evaldata] [--n-zh 600] [--workers 2] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -302,9 +303,10 @@ def name_share(an, texts: list[str], langs: list[str], shown: int = 15) -> tuple
     return flagged / max(1, len(texts)), examples.most_common(shown)
 
 
-def naive_presidio_spacy(texts: list[str]) -> float:
+def presidio_spacy_timer():
     """presidio as documented with spaCy on: en_core_web_sm's full pipeline feeds the
-    SpacyRecognizer next to every pattern recognizer; analyze, then anonymize, per text."""
+    SpacyRecognizer next to every pattern recognizer; analyze, then anonymize, per text. Built
+    once; the returned function times a pass over ``texts`` (turns/s)."""
     import spacy
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
@@ -324,11 +326,15 @@ def naive_presidio_spacy(texts: list[str]) -> float:
     engine = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
     anon = AnonymizerEngine()
     engine.analyze(text="warm up John Smith", language="en")
-    t = time.perf_counter()
-    for x in texts:
-        res = engine.analyze(text=x, language="en")
-        anon.anonymize(text=x, analyzer_results=res)
-    return len(texts) / (time.perf_counter() - t)
+
+    def rate(texts: list[str]) -> float:
+        t = time.perf_counter()
+        for x in texts:
+            res = engine.analyze(text=x, language="en")
+            anon.anonymize(text=x, analyzer_results=res)
+        return len(texts) / (time.perf_counter() - t)
+
+    return rate
 
 
 def naive_presidio(texts: list[str]) -> float:
@@ -428,6 +434,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--naive-sample", type=int, default=3000)
     ap.add_argument("--naive-spacy-sample", type=int, default=2000, help="turns timed for presidio with spaCy (slow; 600 gave ratios 0.5x apart between runs)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating timings of the default stage and peer B")
     ap.add_argument("--repeat", type=int, default=4, help="throughput corpus = the turns repeated (amortises start-up)")
     ap.add_argument("--only", default="", help="comma-separated section numbers to run (default: all)")
     ap.add_argument("--en-models", default="", help="section 6: comma-separated spaCy models (names or paths) to "
@@ -534,25 +541,33 @@ def main() -> None:
                 pass
         return n_msgs / (time.perf_counter() - t)
 
-    warm = warm_rate({})
-    warm_structured = warm_rate({"spacy": False, "names": False})
+    # the default against peer B in alternating rounds: on a shared machine either side's speed
+    # moves by a fifth between minutes, so the ratio is the median of rounds timed side by side
+    sample = random.Random(0).sample(turns, min(a.naive_sample, len(turns)))
+    peer_b = presidio_spacy_timer()
+    rounds = [(warm_rate({}), peer_b(sample[: a.naive_spacy_sample])) for _ in range(a.rounds)]
+    ratios = sorted(o / p for o, p in rounds)
+    ratio = ratios[len(ratios) // 2]
+    warm, naive_sp = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
+    # structured entities alone take about two seconds here and peer A one: best of 3 for both,
+    # or a moment of load elsewhere on the machine moves the ratio by half
+    warm_structured = max(warm_rate({"spacy": False, "names": False}) for _ in range(3))
     # the whole stage with workers, process start-up included
     t = time.perf_counter()
     runner.run_stage("pii", {"residual_red_line": 10 ** 9}, parts, os.path.join(work, "pii"), workers=a.workers,
                      progress=False)
     e2e = n_msgs / (time.perf_counter() - t)
-    sample = random.Random(0).sample(turns, min(a.naive_sample, len(turns)))
-    naive = naive_presidio(sample)
-    naive_sp = naive_presidio_spacy(sample[: a.naive_spacy_sample])
+    naive = max(naive_presidio(sample) for _ in range(3))
     print(f"\n4./9. throughput on {n_msgs} turns (sharegpt_zh x{a.repeat}), warm, one process unless said:")
     print(f"   peer A: presidio analyze (pattern recognizers) + anonymize per text: {naive:.0f} turns/s "
-          f"on {len(sample)} turns")
+          f"on {len(sample)} turns (best of 3)")
     print(f"   peer B: presidio with spaCy on (en_core_web_sm full pipeline + SpacyRecognizer + pattern "
           f"recognizers) + anonymize per text: {naive_sp:.0f} turns/s on {min(len(sample), a.naive_spacy_sample)} turns")
-    print(f"   our pii stage, structured entities only (spacy=false, names=false): {warm_structured:.0f} turns/s -> "
+    print(f"   our pii stage, structured entities only (spacy=false, names=false), best of 3: {warm_structured:.0f} turns/s -> "
           f"{warm_structured / naive:.1f}x peer A (target >= 4x)")
     print(f"   our pii stage, default (names and addresses, English names with spaCy): {warm:.0f} turns/s -> "
-          f"{warm / naive_sp:.1f}x peer B (target >= 2x)")
+          f"{ratio:.1f}x peer B, the median of {len(rounds)} alternating rounds (target >= 2x); rounds: "
+          + ", ".join(f"{o:.0f}/{p:.0f} = {o / p:.2f}x" for o, p in rounds))
     print(f"   our pii stage, default, {a.workers} workers, whole stage incl. process start-up: {e2e:.0f} turns/s -> "
           f"{e2e / naive_sp:.1f}x peer B")
 
