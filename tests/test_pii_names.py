@@ -80,6 +80,8 @@ def test_public_figures_and_bare_places_stay(an):
     assert found(an, text) == []
     assert found(an, "Shakespeare wrote Hamlet; Albert Einstein explained the photoelectric effect.", "en") == []
     assert found(an, "Paris is the capital of France and Tokyo of Japan.", "en") == []
+    # the Chinese forms of the English list are public figures too
+    assert found(an, "特斯拉发明了交流电系统，图灵提出了图灵机，狄更斯写了《雾都孤儿》。") == []
 
 
 def test_english_names_and_street_addresses(an):

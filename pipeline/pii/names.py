@@ -62,7 +62,8 @@ _LATIN_CUE = re.compile(
     r"负责人|领队|网名|英文名|昵称|我叫|名叫|叫我)(?:是|叫|为)?[:：\s]{0,2}(?P<n>[A-Za-z][A-Za-z'’.\-]*[A-Za-z])(?![A-Za-z0-9_])")
 
 # Public figures whose names in a general-knowledge answer are content, not personal data. Kept
-# short on purpose: a name here is pseudonymised only after a personal cue (我叫 / 收件人).
+# short on purpose: a name here is pseudonymised only after a personal cue (我叫 / 收件人). The
+# last two lines are the Chinese forms of the English list below (NOT_NAMES).
 PUBLIC_FIGURES = frozenset("""
 孔子 孟子 老子 庄子 荀子 韩非子 墨子 孙子 司马迁 屈原 李白 杜甫 白居易 王维 李商隐 杜牧 苏轼 苏东坡 辛弃疾 李清照 陆游 王安石
 欧阳修 韩愈 柳宗元 陶渊明 曹操 曹植 刘备 关羽 张飞 诸葛亮 孙权 秦始皇 汉武帝 唐太宗 李世民 武则天 康熙 乾隆 雍正 朱元璋 成吉思汗
@@ -71,6 +72,8 @@ PUBLIC_FIGURES = frozenset("""
 林黛玉 贾宝玉 薛宝钗 王熙凤 宋江 武松 林冲 姚明 刘翔 马云 马化腾 雷军 任正非 李彦宏 王阳明 朱熹 范仲淹 包拯 霍去病
 卫青 项羽 刘邦 韩信 张良 萧何 貂蝉 西施 王昭君 杨贵妃 牛顿 爱因斯坦 莎士比亚 达尔文 马克思 恩格斯 列宁 拿破仑 贝多芬 莫扎特
 马斯克 普京 特朗普 拜登 奥巴马 乔布斯 比尔盖茨 皮卡丘 哈利波特
+亚里士多德 柏拉图 苏格拉底 林肯 华盛顿 毕加索 弗洛伊德 伽利略 康德 黑格尔 尼采 甘地 丘吉尔 托尔斯泰 狄更斯 荷马 但丁 歌德
+特斯拉 爱迪生 图灵
 """.split())
 # words LAC may tag as a name that are not one: weekdays and a few function words
 NOT_NAMES = frozenset("周一 周二 周三 周四 周五 周六 周日 周末 周中 来说 哈希 常见 常用 常规 高度 高效 高级 文中 时间 明天 明年 向量".split()) | frozenset("""
