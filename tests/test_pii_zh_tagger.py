@@ -144,3 +144,11 @@ def test_modes_all_adds_lac_names():
     got_p = {text[s:e] for s, e, _ in personal.find_batch([text])[0]}
     got_a = {text[s:e] for s, e, _ in every.find_batch([text])[0]}
     assert "柯文杰" in got_p and got_p <= got_a
+
+
+def test_mode_all_keeps_handles_but_no_english_function_word():
+    every = ChineseNames(mode="all")
+    text = "选手Grubby说the比赛Will也来了"
+    span = lambda w: (text.index(w), text.index(w) + len(w))  # noqa: E731
+    assert every._keep(text, *span("Grubby")) and every._keep(text, *span("Will"))
+    assert every._keep(text, *span("the")) == []

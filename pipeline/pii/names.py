@@ -196,6 +196,10 @@ class ChineseNames:
         # (Jason), next to a Chinese name it aliases, or after a role word (find_batch)
         if self.latin_names is False and _LATIN.match(name) and not (self.latin and self.latin.is_name(name)):
             return []
+        # not even a recall-first corpus has a person called "the": a lower-case English function
+        # word is no handle (Will and May, capitalised, still are)
+        if name in _EN_STOP:
+            return []
         # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
         if _AFTER_NUMBER.search(text, max(0, s - 2), s):
             return []
@@ -203,6 +207,10 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
+try:
+    from spacy.lang.en.stop_words import STOP_WORDS as _EN_STOP  # a word list; no model is loaded
+except ImportError:  # pragma: no cover - spaCy is a main dependency
+    _EN_STOP = frozenset()
 _OPENING = re.compile(r"\s?[(（\[【]\s?")
 
 
