@@ -119,7 +119,7 @@ class LacTagger:
     def tag_batches(self, chunks: Sequence[str], batch: int = 64, decode: bool = True):
         """Yields ``(idx, lens, emissions, path)`` per padded batch of ``chunks`` (rows sorted by
         length so that padding stays small): LAC's emissions (B, T, K) and best tag path (B, T);
-        ``path`` is None without ``decode`` (the Viterbi is a third of LAC's cost)."""
+        ``path`` is None without ``decode``."""
         order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))  # similar lengths pad little
         if self._table is None:  # ids per BMP code point, so that a batch is encoded without a loop per character
             get = self._vocab.get

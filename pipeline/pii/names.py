@@ -143,6 +143,14 @@ class ChineseNames:
         # ``latin_names.LatinNames``) says it is written like a person's name (Jason, ChristopherNolan)
         self.latin = latin if mode == "personal" else None
         self._memo: dict = {}  # chunk -> tagged spans of the last call (find_batch)
+        # mode all keeps Latin handles; not even a recall-first corpus has a person called "the".
+        # (personal mode's LatinNames already refuses English words.) Imported here: spaCy costs
+        # 1.5 s to import, which a scan without names should not pay
+        self._function_words = frozenset()
+        if self.latin_names:
+            from spacy.lang.en.stop_words import STOP_WORDS
+
+            self._function_words = STOP_WORDS
 
     def find_batch(self, texts: Sequence[str]) -> List[List[Span]]:
         chunks, owner = [], []
@@ -196,9 +204,8 @@ class ChineseNames:
         # (Jason), next to a Chinese name it aliases, or after a role word (find_batch)
         if self.latin_names is False and _LATIN.match(name) and not (self.latin and self.latin.is_name(name)):
             return []
-        # not even a recall-first corpus has a person called "the": a lower-case English function
-        # word is no handle (Will and May, capitalised, still are)
-        if name in _EN_STOP:
+        # a lower-case English function word is no handle (Will and May, capitalised, still are)
+        if name in self._function_words:
             return []
         # right after a number it is a unit, not a surname (52 周余 1 天: weeks)
         if _AFTER_NUMBER.search(text, max(0, s - 2), s):
@@ -207,10 +214,6 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
-try:
-    from spacy.lang.en.stop_words import STOP_WORDS as _EN_STOP  # a word list; no model is loaded
-except ImportError:  # pragma: no cover - spaCy is a main dependency
-    _EN_STOP = frozenset()
 _OPENING = re.compile(r"\s?[(（\[【]\s?")
 
 
