@@ -37,6 +37,11 @@ def test_chinese_names_in_chat_forms(an):
     for text in ("去医院检查医生说我有点贫血，感谢医生。", "请阅读说明书或向医生询问。", "公司总经理和工程经理都到了。",
                  "这时候班主任正好进来。", "中国区总决赛今晚开始。"):
         assert found(an, text, entity="PERSON") == [], text
+    # after a cue, what LAC reads as a verb, an adverb or one common word is no name (应该 after
+    # 患者, 白细胞, headings such as 任务： / 来源：); a name after a cue ends where LAC's word ends
+    assert found(an, "患者应该选择正规医院，患者白细胞偏低，患者都是不相同的。", entity="PERSON") == []
+    assert found(an, "任务：构建一个分类模型\n来源：公开数据", entity="PERSON") == []
+    assert found(an, "从前有一位名叫乔治的老人。", entity="PERSON") == ["乔治"]
     # surname + title as a whole, also where the tagger marks only the start of the title
     assert found(an, "王主任：考虑到目前的情况，我们再等等。", entity="PERSON") == ["王主任"]
     # a name does not stop inside a word LAC reads as one (子宫 of 子宫脱垂)

