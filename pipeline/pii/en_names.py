@@ -213,6 +213,8 @@ _INITIAL = r"[A-Z]\.?"
 _CAP_RUN = re.compile(r"(?<!" + _L + r")(?<![-'’.@/\\#_])" + _CAPW + r"(?:[ \t](?:" + _INITIAL + r"[ \t]|" + _PARTICLE
                       + r"[ \t])?" + _CAPW + r"){0,3}(?!" + _L + r")(?![-@/\\_(])(?!['’](?![sS](?!" + _L + r")))")
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+_LETTER = re.compile(r"[^\W\d_]")
+_POSSESSIVE = re.compile(r"[^\W\d_]{2}['’]s$")
 _SINGLE_INITIAL = re.compile(r"^[A-Za-z]\.?$")
 _PARTICLES = frozenset("van der den von de la da del di du le ten ter bin al el dos das".split())
 
@@ -580,19 +582,28 @@ class EnglishNames:
         """all-lower-case names: first name [initial] surname, or a single name after a cue"""
         if not any(c.islower() for c in text):
             return
-        words = [(m.start(), m.end(), m.group(0)) for m in _WORD.finditer(text)]
+        # a possessive is no part of the name (olga krylova's killers)
+        words = [(m.start(), m.end() - 2, m.group(0)[:-2]) if _POSSESSIVE.search(m.group(0)) else
+                 (m.start(), m.end(), m.group(0)) for m in _WORD.finditer(text)]
         n = len(words)
         share: List[float] = []
 
         def english_text() -> bool:
             if not share:
                 low = [w for _, _, w in words if w.islower()]
-                share.append(sum(1 for w in low if w in self._plain) / max(1, len(low)))
+                share.append(sum(1 for w in low if self._is_plain(w)) / max(1, len(low)))
             return share[0] >= 0.6
+        def own_line(s: int, e: int) -> bool:
+            """nothing but the name on its line (a record's or a signature's name line)"""
+            a, b = text.rfind("\n", 0, s) + 1, text.find("\n", e)
+            return not _LETTER.search(text, a, s) and not _LETTER.search(text, e, len(text) if b < 0 else b)
+
         k = 0
         while k < n:
             s, e, w = words[k]
-            if not w.islower() or not english_text():
+            if not w.islower() or (not english_text() and not (
+                    w in self._first_low and k + 1 < n and words[k + 1][2] in self._last_low
+                    and own_line(s, words[k + 1][1]))):
                 k += 1
                 continue
             if w not in self._first_low:
