@@ -593,6 +593,7 @@ class EnglishNames:
                 low = [w for _, _, w in words if w.islower()]
                 share.append(sum(1 for w in low if self._is_plain(w)) / max(1, len(low)))
             return share[0] >= 0.6
+
         def own_line(s: int, e: int) -> bool:
             """nothing but the name on its line (a record's or a signature's name line)"""
             a, b = text.rfind("\n", 0, s) + 1, text.find("\n", e)

