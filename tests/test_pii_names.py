@@ -94,6 +94,9 @@ def test_public_figures_and_bare_places_stay(an):
     assert found(an, "Paris is the capital of France and Tokyo of Japan.", "en") == []
     # the Chinese forms of the English list are public figures too
     assert found(an, "特斯拉发明了交流电系统，图灵提出了图灵机，狄更斯写了《雾都孤儿》。") == []
+    # and so are their full transliterated names (not a stranger who shares a first name)
+    assert found(an, "艾萨克·牛顿提出了万有引力定律，艾伦·图灵是计算机科学之父。") == []
+    assert "约翰·史密斯" in found(an, "昨天约翰·史密斯给我打了电话。", entity="PERSON")
 
 
 def test_english_names_and_street_addresses(an):

@@ -94,8 +94,12 @@ _HAN_RUN = re.compile("[" + _HAN + "]")
 _NAME_CHARS = re.compile("^(?:[" + _HAN + "·•]+|[A-Za-z][A-Za-z0-9_.]+)$")
 _NAME_RUN = re.compile("[" + _HAN + "·•]+|[A-Za-z][A-Za-z0-9_.]+")
 _AFTER_NUMBER = re.compile(r"[0-9０-９一二三四五六七八九十百千万两几]\s?$")
+_DOT = re.compile("[·•]")
+
+
 def is_public_figure(name: str) -> bool:
-    return name in PUBLIC_FIGURES or name in _PUBLIC_EN_FULL
+    """On the list, or a transliterated full name whose surname is (唐纳德·特朗普, 艾萨克·牛顿)."""
+    return name in PUBLIC_FIGURES or name in _PUBLIC_EN_FULL or _DOT.split(name)[-1] in PUBLIC_FIGURES
 
 
 def han_chunks(text: str, size: int = CHUNK) -> List[Tuple[int, str]]:
