@@ -69,6 +69,14 @@ def test_capitalised_phrases_that_are_no_person_stay(en, text):
     assert names(en, text) == []
 
 
+def test_an_english_name_holds_no_chinese_characters(en):
+    # Han characters have no case: they are no capitalised word, no speaker label, and not part of
+    # a name spaCy tags next to them
+    text = "Sources for the essay\n来源: Wikipedia and the Britannica online edition\n注意: please cite both of them"
+    assert names(en, text) == []
+    assert names(en, "写一首关于 Mikkel Selko 的说唱歌曲") == ["Mikkel Selko"]
+
+
 def test_personal_mode_needs_more_than_spacy_for_a_single_word(en):
     text = "I asked Cleverbot about it."
     assert names(en, text) == []

@@ -202,8 +202,11 @@ def english_vocabulary(nlp) -> Tuple[frozenset, frozenset]:
 # patterns
 
 _L = r"[^\W\d_]"  # a letter in any script
-_UP = r"[^\W\d_a-z]"
-_LOW = r"[^\W\d_A-Z]"
+# ... but a name's letters are no Han, kana or Hangul (which have no case): spaCy's span in a
+# Chinese turn can take the Chinese words before a Latin one along (将前面答案中的 Markdown)
+_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002ffff"
+_UP = r"[^\W\d_a-z" + _CJK + "]"
+_LOW = r"[^\W\d_A-Z" + _CJK + "]"
 # a capitalised word: Šárka, O'Brien, McDonald, LeBatelier, Ramsey-Johnson (not JavaScript, not NASA)
 _CAPW = (r"(?:[OD]['’])?" + _UP + _LOW + r"+(?:(?<=Mc|Le|La|De|Di|Da|Du)" + _UP + _LOW + r"+|(?<=Mac|Van)" + _UP
          + _LOW + r"+)?(?:-" + _UP + _LOW + r"+)?")
