@@ -169,6 +169,19 @@ def test_name_and_address_pseudonyms_keep_their_form():
     assert re.fullmatch(r"[0-9]{2} [A-Z][a-z]+ Street, [A-Z][a-z]+, [A-Z]{2} [0-9]{5}", street), street
 
 
+def test_an_english_names_parts_keep_one_pseudonym_in_a_conversation():
+    p = Pseudonymizer("salt")
+    full = p.replace("PERSON", "Daniel Brooks", "c1").split()
+    assert len(full) == 2 and full != ["Daniel", "Brooks"]
+    # "Hi Daniel" and "Dear Mr. Brooks" later in the conversation name the same person
+    assert p.replace("PERSON", "Daniel", "c1") == full[0]
+    assert p.replace("PERSON", "Mr. Brooks", "c1") == "Mr. " + full[1]
+    assert p.replace("PERSON", "Daniel J. Brooks", "c1").split()[::2] == full
+    assert p.replace("PERSON", "daniel brooks", "c1") == " ".join(full).lower()  # case stays
+    other = [p.replace("PERSON", "Daniel", f"c{i}") for i in range(2, 8)]
+    assert len(set(other)) > 1  # another conversation, another pseudonym
+
+
 PEOPLE = ["王小明", "张先生", "欧阳娜娜", "陈建国"]
 ADDRS = ["北京市海淀区中关村大街1号", "上海市浦东新区世纪大道100号2单元301室"]
 

@@ -131,6 +131,9 @@ def _faker(value: str, rng: random.Random):
     return f
 
 
+_NAME_TITLES = ("mr", "mrs", "ms", "miss", "dr", "prof")
+
+
 def _fake_person(value: str, rng: random.Random) -> str:
     """A name of the same script and length; a title stays (张先生 -> 刘先生, Ms. Jane Doe -> Ms. Amy Lee)."""
     from .names import COMPOUND_SURNAMES, SURNAMES, TITLES
@@ -149,7 +152,7 @@ def _fake_person(value: str, rng: random.Random) -> str:
         return surname + "".join(rng.choice(given_chars) for _ in rest) + title
     f = _faker(value, rng)
     words = value.split()
-    prefix = [w for w in words[:1] if w.rstrip(".").lower() in ("mr", "mrs", "ms", "miss", "dr", "prof")]
+    prefix = [w for w in words[:1] if w.rstrip(".").lower() in _NAME_TITLES]
     rest = words[len(prefix):]
     if len(rest) <= 1:
         new = [f.first_name()] if not prefix else [f.last_name()]
@@ -201,11 +204,42 @@ class Pseudonymizer:
         op = self.operators.get(entity, self.default)
         return "placeholder" if entity in PLACEHOLDER_ONLY or entity not in FAKERS else op
 
+    def _rng(self, scope: str, entity: str, value: str) -> random.Random:
+        seed = hashlib.blake2b(f"{scope}\x1f{entity}\x1f{value}".encode(), key=self.salt[:64], digest_size=8).digest()
+        return random.Random(int.from_bytes(seed, "big"))
+
+    def _latin_name(self, value: str, scope: str) -> str:
+        """A Latin-letter name word by word, each word by its own value and place: the first name
+        of "Daniel Brooks" is the same fake as "Daniel" alone and the surname the same as in
+        "Mr. Brooks", so a conversation keeps calling one person one name. Case and initials stay."""
+        words = value.split()
+        prefix = [w for w in words[:1] if w.rstrip(".").lower() in _NAME_TITLES]
+        rest = words[len(prefix):]
+        out = []
+        for k, w in enumerate(rest):
+            if re.fullmatch(r"[A-Za-z]\.?", w):  # a middle initial: another letter
+                rng = self._rng(scope, "PERSON:initial", w)
+                out.append(rng.choice([c for c in "ABCDEFGHJKLMNPRSTW" if c != w[0].upper()]) + w[1:])
+                continue
+            last = bool(prefix) if len(rest) == 1 else k == len(rest) - 1
+            kind = "last" if last else "first"
+            rng = self._rng(scope, "PERSON:" + kind, w.lower())
+            fake = w
+            for _ in range(8):  # never the original word
+                f = _faker(w, rng)
+                fake = f.last_name() if last else f.first_name()
+                if fake.lower() != w.lower():
+                    break
+            out.append(fake.lower() if w.islower() else fake)
+        return " ".join(prefix + out)
+
     def replace(self, entity: str, value: str, scope: str) -> str:
         if self.operator(entity) == "placeholder":
             return f"<{entity}>"
-        seed = hashlib.blake2b(f"{scope}\x1f{entity}\x1f{value}".encode(), key=self.salt[:64], digest_size=8).digest()
-        rng = random.Random(int.from_bytes(seed, "big"))
+        if entity == "PERSON" and value.split() and not _HAN.search(value) and all(
+                re.fullmatch(r"[^\W\d_]+(?:['’.-][^\W\d_]*)*", w) for w in value.split()):
+            return self._latin_name(value, scope)
+        rng = self._rng(scope, entity, value)
         for _ in range(8):  # never hand back the original value
             fake = FAKERS[entity](value, rng)
             if fake != value:
