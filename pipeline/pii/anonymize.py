@@ -134,6 +134,13 @@ def _faker(value: str, rng: random.Random):
 _NAME_TITLES = ("mr", "mrs", "ms", "miss", "dr", "prof")
 
 
+def _split_title(value: str) -> tuple[list[str], list[str]]:
+    """([title] or [], the name's words) of a Latin-letter name (Ms. Jane Doe)."""
+    words = value.split()
+    prefix = [w for w in words[:1] if w.rstrip(".").lower() in _NAME_TITLES]
+    return prefix, words[len(prefix):]
+
+
 def _fake_person(value: str, rng: random.Random) -> str:
     """A name of the same script and length; a title stays (张先生 -> 刘先生, Ms. Jane Doe -> Ms. Amy Lee)."""
     from .names import COMPOUND_SURNAMES, SURNAMES, TITLES
@@ -151,9 +158,7 @@ def _fake_person(value: str, rng: random.Random) -> str:
             return _fake_alnum(value, rng)
         return surname + "".join(rng.choice(given_chars) for _ in rest) + title
     f = _faker(value, rng)
-    words = value.split()
-    prefix = [w for w in words[:1] if w.rstrip(".").lower() in _NAME_TITLES]
-    rest = words[len(prefix):]
+    prefix, rest = _split_title(value)
     if len(rest) <= 1:
         new = [f.first_name()] if not prefix else [f.last_name()]
     else:
@@ -212,9 +217,7 @@ class Pseudonymizer:
         """A Latin-letter name word by word, each word by its own value and place: the first name
         of "Daniel Brooks" is the same fake as "Daniel" alone and the surname the same as in
         "Mr. Brooks", so a conversation keeps calling one person one name. Case and initials stay."""
-        words = value.split()
-        prefix = [w for w in words[:1] if w.rstrip(".").lower() in _NAME_TITLES]
-        rest = words[len(prefix):]
+        prefix, rest = _split_title(value)
         out = []
         for k, w in enumerate(rest):
             if re.fullmatch(r"[A-Za-z]\.?", w):  # a middle initial: another letter
@@ -224,7 +227,6 @@ class Pseudonymizer:
             last = bool(prefix) if len(rest) == 1 else k == len(rest) - 1
             kind = "last" if last else "first"
             rng = self._rng(scope, "PERSON:" + kind, w.lower())
-            fake = w
             for _ in range(8):  # never the original word
                 f = _faker(w, rng)
                 fake = f.last_name() if last else f.first_name()

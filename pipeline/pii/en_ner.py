@@ -28,10 +28,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 # the weights and their loading live with their user (en_names), so that this module, which
 # trains them, is the only one of the two that imports the other
-from pipeline.pii.en_names import FINE_TUNED_NER as WEIGHTS  # noqa: E402
-from pipeline.pii.en_names import NER_BASE as BASE  # noqa: E402
-from pipeline.pii.en_names import default_spacy_model, transliterate  # noqa: E402
-from pipeline.pii.en_names import load_fine_tuned_ner as load_into  # noqa: E402,F401
+from pipeline.pii.en_names import FINE_TUNED_NER as WEIGHTS
+from pipeline.pii.en_names import NER_BASE as BASE
+from pipeline.pii.en_names import default_spacy_model, transliterate
+from pipeline.pii.en_names import load_fine_tuned_ner as load_into  # noqa: F401  (the trainer's name for it)
 
 FRAMES = WEIGHTS.parent / "en_name_frames.txt"
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -209,10 +209,9 @@ def main(argv=None) -> None:
     t.add_argument("--rehearsal", type=int, default=3000)
     t.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    for name in ("synth_dataset_v2.json",):
-        p = os.path.join(a.evaldata, "pii_presidio_research", name)
-        if not os.path.isfile(p):
-            ap.error(f"--evaldata: {p} not found")
+    p = os.path.join(a.evaldata, "pii_presidio_research", "synth_dataset_v2.json")
+    if not os.path.isfile(p):
+        ap.error(f"--evaldata: {p} not found")
     train(a.evaldata, a.out, a.epochs, a.per_template, a.rehearsal, a.seed)
 
 
