@@ -19,7 +19,9 @@
    held-out half: records of odd template_id (the English name rules were tuned on the even ones only, so
    no sentence frame of the held-out half was seen), then the tuning half and all, labelled.
 7. Chinese addresses from faker zh_CN and from cpca's real divisions in chat sentences: recall,
-   target >= 0.85; the phone shapes of address blocks.
+   target >= 0.85; English and European street addresses on presidio-research by template parity (the
+   patterns were written against the even templates), and the share of general chats (LIMA, chitchat,
+   sharegpt_zh) with a flagged address; the phone shapes of address blocks.
 8. Over-redaction: share of sharegpt_zh turns and of LIMA replies with a flagged name, with examples.
 9. Throughput against naive presidio with spaCy on (AnalyzerEngine with en_core_web_sm's full
    pipeline and every recognizer, then AnonymizerEngine, one call per text); target >= 2x, as the
@@ -352,6 +354,54 @@ def naive_presidio(texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - t)
 
 
+def english_address_split(ev: str) -> dict:
+    """Street addresses (gold STREET_ADDRESS) on presidio-research by template parity, as the names:
+    the English address patterns (pipeline/pii/en_addresses.py) were written against the even
+    templates only. Recall: gold addresses a found LOCATION overlaps (a block such as
+    '20789 Allika 46 / Suite 501 / Riisa / Estonia 62488' is four gold spans and one finding: all
+    four are replaced); precision: findings that overlap a gold address. Also the one-to-one count
+    of `turnforge pii eval` (one finding matches one gold span)."""
+    with open(os.path.join(ev, "pii_presidio_research", "synth_dataset_v2.json"), encoding="utf-8") as f:
+        rows = json.load(f)
+    an = get_analyzer()
+    preds = an.analyze_batch([r["full_text"] for r in rows], "en")
+    out = {}
+    for name, keep in (("held-out (odd template_id)", 1), ("tuning (even template_id)", 0), ("all", None)):
+        covered = gold_n = found = hits = one = 0
+        for r, fs in zip(rows, preds):
+            if keep is not None and r["template_id"] % 2 != keep:
+                continue
+            gold = [(s["start_position"], s["end_position"]) for s in r["spans"] if s["entity_type"] == "STREET_ADDRESS"]
+            spans = [(x.start, x.end) for x in fs if x.entity_type == "LOCATION"]
+            gold_n += len(gold)
+            covered += sum(any(s < b and a < e for s, e in spans) for a, b in gold)
+            found += len(spans)
+            hits += sum(any(s < b and a < e for a, b in gold) for s, e in spans)
+            used = [False] * len(gold)
+            for s, e in spans:
+                k = next((i for i, (a, b) in enumerate(gold) if not used[i] and s < b and a < e), None)
+                if k is not None:
+                    used[k] = True
+                    one += 1
+        out[name] = {"recall": covered / max(1, gold_n), "precision": hits / max(1, found), "gold": gold_n,
+                     "one_to_one_recall": one / max(1, gold_n)}
+    return out
+
+
+def chitchat_messages(ev: str) -> list[str]:
+    with open(os.path.join(ev, "chitchat", "chitchat_messages.jsonl"), encoding="utf-8") as f:
+        return [m["content"] for line in f if line.strip() for m in json.loads(line)["messages"] if m.get("content")]
+
+
+def location_share(an, texts: list[str], lang: str, shown: int = 8) -> tuple[float, list]:
+    flagged, examples = 0, []
+    for t, fs in zip(texts, an.analyze_batch(texts, [lang] * len(texts))):
+        locs = [t[f.start:f.end] for f in fs if f.entity_type == "LOCATION"]
+        flagged += bool(locs)
+        examples += locs[: max(0, shown - len(examples))]
+    return flagged / max(1, len(texts)), examples
+
+
 def english_person_split(ev: str, name_mode: str = "personal") -> dict:
     """English PERSON recall / precision on presidio-research by template parity: odd template_id is
     the held-out half (never looked at while the rules in pipeline/pii/en_names.py were written), even
@@ -506,6 +556,17 @@ def main() -> None:
         print(f"\n7. Chinese addresses in chat sentences ({a.n_zh} per kind; a hit covers >= 80% of the address):")
         for kind, (rec, misses) in zh_address_recall(a.n_zh).items():
             print(f"   {kind:<40} recall {rec:.4f}  (target >= 0.85)" + (f"  missed e.g. {misses}" if misses else ""))
+        print("   English and European street addresses, presidio-research by template parity (a gold address counts "
+              "as found when a LOCATION overlaps it; precision: LOCATIONs that overlap a gold address):")
+        for name, r in english_address_split(a.evaldata).items():
+            print(f"   {name:<28} recall {r['recall']:.3f} precision {r['precision']:.3f} ({r['gold']} gold; one finding "
+                  f"per gold span as `pii eval`: recall {r['one_to_one_recall']:.3f})")
+        an = get_analyzer(spacy=False)
+        for name, texts, lang in (("LIMA replies", lima_replies(a.evaldata), "en"),
+                                  ("chitchat messages", chitchat_messages(a.evaldata), "en"),
+                                  ("sharegpt_zh turns", sharegpt_turns(a.evaldata), "zh")):
+            share, ex = location_share(an, texts, lang)
+            print(f"   {name} with a flagged address: {share:.3%} of {len(texts)}; e.g. {ex}")
         an = get_analyzer()
         for text in ("Mailing address: 12 Rue Lepic\nParis 75018\n(37) 788-063 mobile", "Home phone 781 1704\nFax: 467 3395"):
             got = [text[f.start:f.end] for f in an.analyze(text, "en") if f.entity_type == "PHONE_NUMBER"]

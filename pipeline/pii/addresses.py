@@ -10,8 +10,8 @@ the 3,500 mainland divisions: the first known division name (北京 / 海淀区)
 starts the address, so 寄到 / 住在 in front of it stay; a component that is no known name (faker's
 invented ones) starts after a cue word.
 
-English: a house number, one to four capitalised words and a street suffix (Street, Ave, Rd ...),
-then an optional unit, town and state / ZIP code.
+English and other Latin-letter addresses (42 Oak Street, 56 rue La Boétie, Kiannonkatu 98, P.O. Box
+287, with units, towns and postcodes after them): ``pipeline.pii.en_addresses``.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import io
 import re
 from functools import lru_cache
 from typing import List, Sequence, Tuple
+
+from pipeline.pii.en_addresses import find_en_addresses
 
 Span = Tuple[int, int, float]
 _HAN = "\u4e00-\u9fff"
@@ -38,18 +40,6 @@ ZH_GATE = re.compile("[路街巷弄村里号道院苑园寓]")
 # words that end a sentence's verb phrase right before an address: the address starts after them
 _CUES = ("地址是", "地址为", "地址", "住址", "寄到", "送到", "发到", "寄往", "送往", "搬到", "住在", "位于", "家在", "家住",
          "我住", "在", "到", "是", "为", "住", "往", "于", "：", ":")
-
-_ST = (r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Ter|"
-       r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Crescent|Close|Row|Alley|Trail|Plaza|Walk|Grove)")
-EN_ADDRESS = re.compile(
-    r"(?<![0-9A-Za-z])[0-9]{1,6}[A-Za-z]?\s+(?:[A-Z][a-z]+\.?\s+|[NSEW]\.?\s+|[0-9]{1,3}(?:st|nd|rd|th)\s+){1,4}"
-    + _ST + r"(?![A-Za-z])\.?"
-    r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Flat|#)\.?\s*#?[A-Za-z0-9-]+)?"
-    r"(?:,\s*[A-Z][a-z]+(?:\s[A-Z][a-z]+){0,2})?"
-    r"(?:,?\s*[A-Z]{2}\s+[0-9]{5}(?:-[0-9]{4})?)?"
-)
-EN_GATE = re.compile(r"[0-9]\s+[A-Z]")
-
 
 @lru_cache(maxsize=1)
 def division_names() -> frozenset:
@@ -102,8 +92,6 @@ def find_addresses(texts: Sequence[str], zh_score: float = 0.85, en_score: float
                 s = _trim_front(text, m.start(), m.end())
                 if m.end() - s >= 4:
                     found.append((s, m.end(), zh_score))
-        if text and EN_GATE.search(text):
-            for m in EN_ADDRESS.finditer(text):
-                found.append((m.start(), m.end(), en_score))
+        found += find_en_addresses(text, en_score)
         out.append(found)
     return out

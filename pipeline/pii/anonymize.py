@@ -16,6 +16,8 @@ import string
 from datetime import date, timedelta
 from functools import lru_cache
 
+from pipeline.pii import en_addresses as EA
+
 PLACEHOLDER_ONLY = {"API_KEY", "URL_WITH_SECRET", "PRIVATE_KEY", "SECRET"}
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -174,7 +176,8 @@ _ZH_STEMS = ("长宁", "东湖", "青山", "南湖", "西城", "华阳", "新城
 
 def _fake_location(value: str, rng: random.Random) -> str:
     """An address with the same parts: each named part gets another name with the same suffix
-    (省 / 市 / 区 / 路 ...), numbers other digits; English: street name, town and ZIP replaced."""
+    (省 / 市 / 区 / 路 ...), numbers other digits; other scripts: every word but street types, units
+    and particles replaced (a joined type stays: Kiannonkatu -> Lindqvistkatu), in its case."""
     if _HAN.search(value):
         def part(m):
             stem = rng.choice(_ZH_STEMS)
@@ -182,11 +185,28 @@ def _fake_location(value: str, rng: random.Random) -> str:
         out = _ZH_PART.sub(part, value)
         return _digits_like(out, rng, str(rng.randrange(1, 10)))
     f = _faker(value, rng)
-    keep = {"Street", "St", "Avenue", "Ave", "Road", "Rd", "Lane", "Ln", "Drive", "Dr", "Boulevard", "Blvd", "Court",
-            "Ct", "Way", "Place", "Pl", "Apt", "Apartment", "Suite", "Ste", "Unit", "Flat"}
-    out = re.sub(r"[A-Z][a-z]+", lambda m: m.group(0) if m.group(0) in keep else f.last_name(), value)
-    out = re.sub(r"(?<![A-Za-z])[A-Z]{2}(?![A-Za-z])", lambda m: f.state_abbr(), out)
+
+    def word(m: "re.Match") -> str:
+        w = m.group(0)
+        low = w.lower().rstrip(".")
+        if low in _ADDRESS_KEEP or w in ("u.", "ul.", "al.", "os.", "pl."):
+            return w  # a street type, unit or particle: the address keeps its form
+        if w.isupper() and len(w) <= 3:
+            return "".join(rng.choice(string.ascii_uppercase) for _ in w)  # a state or region code
+        suffix = next((s for s in EA.JOINED if low.endswith(s) and len(low) >= len(s) + (5 if s == "tie" else 3)), "")
+        new = f.last_name().replace(" ", "") + (w[len(w) - len(suffix):] if suffix else "")
+        return new.upper() if w.isupper() and len(w) > 1 else new.lower() if w[0].islower() else new
+
+    out = _ADDRESS_WORD.sub(word, value)
     return _digits_like(out, rng, str(rng.randrange(1, 10)))
+
+
+# words of an English or European address that stay: street types, units, boxes, particles
+_ADDRESS_KEEP = {w.lower().rstrip(".") for w in EA.EN_TYPES + EA.PRE_TYPES + EA.AFTER_TYPES + EA.UNIT_WORDS} | {
+    "dr", "p", "o", "po", "box", "psc", "usns", "uss", "usnv", "uscgc", "fpo", "apo", "dpo", "aa", "ae", "ap", "the",
+    "corner", "of", "and", "nan", "de", "del", "della", "dei", "degli", "delle", "di", "da", "das", "do", "dos", "du",
+    "des", "la", "le", "les", "el", "los", "las", "van", "von", "der", "den", "ter", "ten", "al", "y", "e"}
+_ADDRESS_WORD = re.compile(r"(?<![0-9])[^\W\d_]+(?:['’-][^\W\d_]+)*\.?")
 
 
 FAKERS = {
