@@ -296,10 +296,11 @@ def zh_address_recall(n: int, seed: int = 1) -> dict:
     return out
 
 
-def name_share(an, texts: list[str], langs: list[str], shown: int = 15) -> tuple[float, list]:
+def name_share(an, texts: list[str], langs: list[str], shown: int = 15, entity: str = "PERSON") -> tuple[float, list]:
+    """Share of texts with a finding of ``entity``, and the values most often found."""
     flagged, examples = 0, Counter()
     for t, fs in zip(texts, an.analyze_batch(texts, langs)):
-        names = [t[f.start:f.end] for f in fs if f.entity_type == "PERSON"]
+        names = [t[f.start:f.end] for f in fs if f.entity_type == entity]
         flagged += bool(names)
         examples.update(names)
     return flagged / max(1, len(texts)), examples.most_common(shown)
@@ -391,15 +392,6 @@ def english_address_split(ev: str) -> dict:
 def chitchat_messages(ev: str) -> list[str]:
     with open(os.path.join(ev, "chitchat", "chitchat_messages.jsonl"), encoding="utf-8") as f:
         return [m["content"] for line in f if line.strip() for m in json.loads(line)["messages"] if m.get("content")]
-
-
-def location_share(an, texts: list[str], lang: str, shown: int = 8) -> tuple[float, list]:
-    flagged, examples = 0, []
-    for t, fs in zip(texts, an.analyze_batch(texts, [lang] * len(texts))):
-        locs = [t[f.start:f.end] for f in fs if f.entity_type == "LOCATION"]
-        flagged += bool(locs)
-        examples += locs[: max(0, shown - len(examples))]
-    return flagged / max(1, len(texts)), examples
 
 
 def english_person_split(ev: str, name_mode: str = "personal") -> dict:
@@ -565,7 +557,7 @@ def main() -> None:
         for name, texts, lang in (("LIMA replies", lima_replies(a.evaldata), "en"),
                                   ("chitchat messages", chitchat_messages(a.evaldata), "en"),
                                   ("sharegpt_zh turns", sharegpt_turns(a.evaldata), "zh")):
-            share, ex = location_share(an, texts, lang)
+            share, ex = name_share(an, texts, [lang] * len(texts), shown=8, entity="LOCATION")
             print(f"   {name} with a flagged address: {share:.3%} of {len(texts)}; e.g. {ex}")
         an = get_analyzer()
         for text in ("Mailing address: 12 Rue Lepic\nParis 75018\n(37) 788-063 mobile", "Home phone 781 1704\nFax: 467 3395"):

@@ -202,10 +202,10 @@ def _fake_location(value: str, rng: random.Random) -> str:
 
 
 # words of an English or European address that stay: street types, units, boxes, particles
-_ADDRESS_KEEP = {w.lower().rstrip(".") for w in EA.EN_TYPES + EA.PRE_TYPES + EA.AFTER_TYPES + EA.UNIT_WORDS} | {
+_ADDRESS_KEEP = {w.lower().rstrip(".") for w in EA.EN_TYPES + EA.PRE_TYPES + EA.AFTER_TYPES + EA.UNIT_WORDS
+                 + EA.PARTICLES} | {
     "dr", "p", "o", "po", "box", "psc", "usns", "uss", "usnv", "uscgc", "fpo", "apo", "dpo", "aa", "ae", "ap", "the",
-    "corner", "of", "and", "nan", "de", "del", "della", "dei", "degli", "delle", "di", "da", "das", "do", "dos", "du",
-    "des", "la", "le", "les", "el", "los", "las", "van", "von", "der", "den", "ter", "ten", "al", "y", "e"}
+    "corner", "and", "nan"}
 _ADDRESS_WORD = re.compile(r"(?<![0-9])[^\W\d_]+(?:['’-][^\W\d_]+)*\.?")
 
 

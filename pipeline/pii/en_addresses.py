@@ -45,8 +45,10 @@ _B = r"(?<![\w.])"
 _E = r"(?!\w)"
 # a word of a street name: Crown, O'Connell, Saint-Denis, Þórunnar, ΣΥΓΓΡΟΥ, McKinley
 _NW = "(?:" + _UP + "(?:" + _LOW + "|" + _UP + r")*(?:['’\-]" + _LET + r"+)*\.?)"
-_PART = (r"(?:de|del|della|dei|degli|delle|di|da|das|do|dos|du|des|la|le|les|el|los|las|van|von|der|den|ter|ten|al|"
-         r"y|e|of|the)(?!" + _LET + ")")
+# particles inside a street or town name (rue de la Paix, Via dei Fiorentini, Avenue of the Americas)
+PARTICLES = """de del della dei degli delle di da das do dos du des la le les el los las van von der den ter ten al y e
+of the""".split()
+_PART = "(?:" + "|".join(PARTICLES) + ")(?!" + _LET + ")"
 _NUM = r"(?:[0-9]{1,6}(?:[A-Za-z](?![A-Za-z]))?(?:[-/][0-9]{1,4}[A-Za-z]?)?)"
 _ORD = r"[0-9]{1,3}(?:st|nd|rd|th)"
 # Street types after the name: USPS and AS/NZS 4819 street types, less natural features and
@@ -183,7 +185,8 @@ def _find(text: str, plain: bool = False) -> List[Tuple[int, int]]:
         if m.start() < end:
             continue
         s, e = m.span()
-        corner = "corner" in m.re.groupindex and m.group("corner")
+        groups = m.groupdict()  # the box pattern has neither a corner nor a shape
+        corner = groups.get("corner")
         if corner:
             c = _CORNER_END.match(text, e)
             if c:
@@ -196,14 +199,15 @@ def _find(text: str, plain: bool = False) -> List[Tuple[int, int]]:
             if not t or t.end() == e:
                 break
             if t.group("town") and t.group("town") != "nan" and not t.group("tpost") \
-                    and not re.search(r"[,\n]", text[e:t.start("town")]) and not _POSTCODE_END.search(text, 0, e):
+                    and not re.search(r"[,\n]", text[e:t.start("town")]) and not _POSTCODE_END.search(text, max(0, e - 7), e):
                 break  # a capitalised word after a space goes on with the sentence, unless after a postcode (75002 Paris)
             settled = settled or any(t.group(k) for k in ("unit", "post", "tpost", "spost"))
             e = t.end()
-        if "shape" in m.re.groupindex and m.group("shape") is not None and (plain or not corner) \
-                and (plain or not _CUE.search(text, max(0, s - 50), s)):
-            # a name and a number with no street type: an address only with a unit or postcode after it
-            if not settled or m.re is _WORD_FIRST or not _DIGIT.search(text, m.start("shape"), m.end()):
+        if groups.get("shape") is not None:
+            # a name and a number with no street type: after an address cue (not in a message with
+            # no capitals), or house number + name + number with a unit or postcode after it
+            cued = not plain and (corner or _CUE.search(text, max(0, s - 50), s))
+            if not cued and not (settled and m.re is not _WORD_FIRST and _DIGIT.search(text, m.start("shape"), m.end())):
                 continue
         out.append((s, e))
         end = e
@@ -214,7 +218,7 @@ def find_en_addresses(text: str, score: float = 0.85) -> List[Span]:
     """Street-level addresses in ``text`` as (start, end, score)."""
     if not text or not _DIGIT.search(text):
         return []
-    plain = not any(c.isupper() for c in text)
+    plain = text.islower()  # letters, none of them capital (a text with no cased letter has no street either)
     if plain:
         # no capital anywhere: read each word capitalised (same offsets; ß-like letters stay)
         text = _FIRST_LETTER.sub(lambda m: m.group(0).upper() if len(m.group(0).upper()) == 1 else m.group(0), text)
