@@ -2,6 +2,8 @@
 sentences are found, capitalised phrases that are no person are left alone, and the pii stage
 replaces planted English names. The model and the name lists are the real ones (spaCy's
 en_core_web_sm wheel, faker's person providers); every sentence here is invented."""
+import re
+
 import pytest
 
 from conftest import extract_then_pii
@@ -79,6 +81,37 @@ def test_capitalised_phrases_that_are_no_person_stay(en, text):
 ])
 def test_role_labels_and_role_titles_are_cues(en, text, name):
     assert names(en, text) == [name]
+
+
+@pytest.mark.parametrize("text,found", [
+    # a job title before a full name is a cue and no part of the name, even with a first name that is a
+    # word (Mark) and a surname no list has
+    ("Producer Mark Ronson explained the track.", ["Mark Ronson"]),
+    ("CEO Dariusz Wrobel announced the merger on Monday.", ["Dariusz Wrobel"]),
+    # the speaker after a quote, and verbs people do after a single word
+    ('"It works," explained Oyelaran, pointing at the chart.', ["Oyelaran"]),
+    ("Gunnarsson shouted at Perez to stop.", ["Gunnarsson", "Perez"]),
+    # a greeting that opens the message, then the name and a comma
+    ("Hi Oluwaseun, thanks for the update.", ["Oluwaseun"]),
+    # lower case: a list of first names, and a name after "name:" in a form
+    ("my kids are emma, noah, olivia and liam", ["emma", "noah", "olivia", "liam"]),
+    ("we invited sarah, michael, jessica and tom", ["sarah", "michael", "jessica", "tom"]),
+    ("name: dagny lindqvist\naddress: unknown", ["dagny lindqvist"]),
+    ("name: john p smith", ["john p smith"]),
+])
+def test_job_titles_quotes_greetings_and_lower_case_lists(en, text, found):
+    assert names(en, text) == found
+
+
+@pytest.mark.parametrize("text", [
+    "i like apples, pears, cherries and plums",
+    "we played songs, hansel and gretel and some vivaldi",  # a list needs two first names
+    "In the case of Tai Chi, you should practice breathing.",  # Tai is a word, Chi no surname
+    "Hi everyone, thanks for joining.",
+    "The director said the vote was close.",
+])
+def test_lists_greetings_and_titles_that_hold_no_name(en, text):
+    assert names(en, text) == []
 
 
 @pytest.mark.parametrize("text", [
@@ -164,3 +197,20 @@ def test_planted_english_names_do_not_survive_the_stage(tmp_path):
     for v in ("Paris", "London Eye", "Shakespeare"):
         assert v in text, v
     assert m["pii"]["found"]["PERSON"] >= 6 and m["pii"]["residual"] == {}
+
+
+def test_names_after_job_titles_and_in_lower_case_lists_do_not_survive_the_stage(tmp_path):
+    convs = [{"id": "e3", "messages": [
+        {"role": "user", "content": "name: dagny lindqvist. my kids are emma, noah, olivia and liam, can you suggest "
+                                    "a party theme?"},
+        {"role": "assistant", "content": 'Sure! Producer Mark Ronson once said a theme needs a song. "Go '
+                                         'pirates," agreed Oyelaran, my neighbour, when I asked.'}]}]
+    (rec,), m = extract_then_pii(tmp_path, convs)
+    text = "\n".join(msg["content"] for msg in rec["messages"])
+    for v in ("dagny", "lindqvist", "emma", "noah", "olivia", "liam", "Mark", "Ronson", "Oyelaran"):
+        assert not re.search(r"\b" + v + r"\b", text), v  # a pseudonym may hold it (william)
+    # the job title and the list's shape stay: four lower-case words, two commas and an "and"
+    assert "Producer " in text and ", can you suggest" in text
+    kids = text.split("my kids are ")[1].split(", can you")[0]
+    assert re.fullmatch(r"[a-z]+, [a-z]+, [a-z]+ and [a-z]+", kids), kids
+    assert m["pii"]["residual"] == {}

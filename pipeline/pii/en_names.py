@@ -250,6 +250,18 @@ _PARTICLES = frozenset("van der den von de la da del di du le ten ter bin al el 
 _TITLE = (r"(?:[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]x|[Dd]r|[Pp]rof|[Ss]ir|[Mm]adam|[Mm]adame|[Mm]onsieur|[Mm]me|[Hh]err|"
           r"[Ff]rau|Coach|Driver|Nurse|Officer|Agent|Captain|Detective|Sergeant|Judge|Pastor|Father|Uncle|Aunt|Auntie|"
           r"Grandma|Grandpa|Professor|Doctor|Teacher)")
+# job titles written before a name in news and mail (Producer Mark Ronson, CEO Dariusz Wrobel): no part
+# of the name; a medium cue (a single word after one must be in a name list: not "Engineer Practicum");
+# capitalised only ("the director said" is no cue)
+_JOB = (r"(?:Producer|Director|Manager|Engineer|Editor|Writer|Author|Reporter|Correspondent|Columnist|President|"
+        r"Vice President|CEO|CTO|CFO|COO|Founder|Co-founder|Chairman|Chairwoman|Chairperson|Senator|Sen|Governor|Gov|"
+        r"Mayor|Minister|Secretary|Ambassador|Councillor|Councilman|Councilwoman|Representative|Rep|Lieutenant|Lt|"
+        r"Colonel|Col|Commander|Cmdr|Inspector|Constable|Superintendent|Reverend|Rev|Bishop|Rabbi|Imam|Singer|"
+        r"Songwriter|Actor|Actress|Artist|Photographer|Composer|Designer|Architect|Chef|Attorney|Lawyer|Counsel|"
+        r"Spokesman|Spokeswoman|Spokesperson|Analyst|Researcher|Scientist|Economist|Historian|Novelist|Poet|"
+        r"Filmmaker|Guitarist|Drummer|Bassist|Pianist|Vocalist|Rapper|Striker|Midfielder|Defender|"
+        r"Goalkeeper|Pitcher|Quarterback|Referee|Trainer|Therapist|Pharmacist|Dentist|Surgeon|Paramedic)")
+_JOB_CUE = re.compile(r"\b" + _JOB + r"\.?[ \t]+$")
 # cues right before a name, by strength. Strong: a name follows whatever it is (a surname English
 # has, Mr. Young; a word no list has, my name is Asya).
 _CUE_STRONG = re.compile(
@@ -257,7 +269,11 @@ _CUE_STRONG = re.compile(
     r"[Mm]y (?:friend|colleague|"
     r"boss|manager|wife|husband|son|daughter|kid|child|mother|father|mom|dad|brother|sister|partner|neighbou?r|"
     r"cousin|uncle|aunt|grandmother|grandfather|fianc[eé]e?|boyfriend|girlfriend)|(?:[Ll]ast|[Ff]irst|[Mm]aiden|"
-    r"[Ff]ull|[Gg]iven|[Ss]ur|[Ff]amily|[Mm]iddle) ?name(?: is|:|\?)|[Nn]ame:|[Ss]aid)|\b" + _TITLE + r"\.?)[\s,:]*$")
+    r"[Ff]ull|[Gg]iven|[Ss]ur|[Ff]amily|[Mm]iddle) ?name(?: is|:|\?)|[Nn]ame:|[Ss]aid)|\b" + _TITLE + r"\.?|"
+    # a quote's speaker after it ("It works," explained Oyelaran)
+    r"[,\"”’]\s*(?:says|explained|explains|added|adds|wrote|writes|noted|notes|asked|asks|replied|recalled|recalls|"
+    r"continued|insisted|admitted|warned|argued|laughed|shouted|whispered|told|agreed|answered|suggested|joked|cried)"
+    r"[ \t]+)[\s,:]*$")
 # a role label opening a line (ticket fields, mail headers, forms): "Reviewer: Okonkwo", "Assigned to - Lindqvist"
 _ROLES = ("author|reviewer|owner|assignee|assigned to|approved by|approver|reported by|reporter|requested by|requester|"
           "contact|contact person|emergency contact|host|mentor|interviewer|interviewee|coach|driver|patient|tenant|"
@@ -274,11 +290,14 @@ _CUE_MEDIUM = re.compile(r"\b(?:[Nn]amed|[Cc]alled|[Nn]amed (?:him|her)|[Cc]alle
 # before a run of two or more words: a name of words no list has is taken after these (to Bekbolat
 # Musliyevich, by Darijo Čurin); a single word is not
 _BEFORE_RUN = re.compile(r"\b(?:to|for|by|with|from|under|and|of|as|is|was|me|you|him|her)[ \t]+$")
+# a greeting that opens a message or line, the name then a comma: "Hi Oluwaseun, thanks ..." (strong)
+_GREETING_OPEN = re.compile(r"(?:^|\n)[ \t\"'“]*(?:[Hh]i|[Hh]ello|[Hh]ey|[Gg]ood (?:morning|afternoon|evening))[ \t]+$")
 # weak: a word no English list has is then taken too (I'm Asya)
 _CUE_WEAK = re.compile(r"\b(?:I'm|I am|[Tt]his is)[\s,:]*$")
 # verbs people do, right after a single word: Asya said, Timotea lives on, Verda is from
 _CUE_AFTER = re.compile(r"^(?:'s\s+)?\s*(?:said|says|told|asked|replied|lives|lived|is from|was from|was born|"
-                        r"spent|married|smiled|laughed|nodded|answered|is my|was my|and I\b)\b")
+                        r"spent|married|smiled|laughed|nodded|answered|is my|was my|and I\b|explained|added|wrote|shouted|yelled|"
+                        r"whispered|cried|sighed|grinned|shrugged|frowned|insisted|admitted|recalled|hugged|kissed)\b")
 # endings of surnames in many languages (Szczepańska, Khadzhiyev, Jelenovič, Björgvinsdóttir, Shervashidze,
 # Papadopoulos): a capitalised word with one, that is no English word, counts as a surname
 _SURNAME_END = re.compile(
@@ -295,9 +314,16 @@ _ADDRESSED = re.compile(r", (?:can|could|would|will|please|I|we|you|do|did|are|h
 _SPEAKER = re.compile(r"(?m)(?:^|(?<=[.!?] ))(?P<n>" + _CAPW + r"(?: " + _CAPW + r")?):\s+\S")
 _LIST = re.compile(r"(?<!" + _L + r")(" + _CAPW + r")((?:,\s*" + _CAPW + r")*),?\s+(?:and|&|or)\s+(" + _CAPW + r")(?!"
                    + _L + r")")
-_LOWER_CUE = re.compile(r"(?:\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame is|[Cc]all me|[Ff]ollow up with|"
+# a word with no vowel is an abbreviation (Ctrl, Mgmt), no name
+_VOWEL = re.compile(r"[aeiouyà-æè-ïò-öø-ÿāăąēĕėęěīĭįıōŏőœūŭůűų]", re.I)
+# plural forms the model's base-form tables cannot give
+_IRREGULAR = frozenset("men women children people feet teeth mice geese oxen data media criteria".split())
+# a lower-case list of three or more single words (they had 3: emma, noah and liam)
+_LOW_LIST = re.compile(r"(?<!" + _L + r"|[-'’])([^\W\d_A-Z]{2,})((?:,[ \t]*[^\W\d_A-Z]{2,})+),?[ \t]+(?:and|or|&)[ \t]+"
+                       r"([^\W\d_A-Z]{2,})(?!" + _L + r"|[-'’])")
+_LOWER_CUE = re.compile(r"(?:\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame is|[Nn]ame:|[Cc]all me|[Ff]ollow up with|"
                         r"(?:[Ll]ast|[Mm]aiden|[Ff]irst) name is)|\b"
-                        + _TITLE + r"\.?)[\s,:]*$")
+                        + _TITLE + r"\.?)[\s,:]*")  # read forward: where each cue ends, a name may start
 
 # words that open a run before a name (Thanks Szabina Gelencsér): the cue, not part of the name
 _GREETINGS = frozenset("thanks thank hi hello hey dear welcome congratulations sincerely regards cheers best yours "
@@ -370,23 +396,32 @@ class EnglishNames:
         # lower-case names: no English word at all, or an English-speaking first name that is no
         # verb, adjective or everyday noun (naomi, benjamin are in the model's noun list)
         raw = nouns | common
+        self._raw = raw
         self._first_low = frozenset(f.lower() for f in first if f.lower() not in raw or (
             f in english_first_names() and f.lower() not in common and f.lower() not in _NOUN_NAMES))
+        self._first_all_low = frozenset(f.lower() for f in first)
         self._last_low = frozenset(n.lower() for n in last if n.lower() not in raw)
         self._places = place_gazetteer()
 
     # -- word classes ----------------------------------------------------------------------------
-    def _is_plain(self, w: str) -> bool:
+    def _is_plain(self, w: str, vocabulary: Optional[frozenset] = None) -> bool:
         """An English word, inflected forms included (Wars, Examples, Coddled): the model's tables
-        list base forms only."""
+        list base forms only. ``vocabulary``: another word set than the plain words (the raw one)."""
         low = w.lower()
-        if low in self._plain:
+        words = self._plain if vocabulary is None else vocabulary
+        if low in words:
             return True
         for suf, base in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
                           ("ly", ""), ("er", ""), ("ers", "")):
-            if low.endswith(suf) and len(low) - len(suf) >= 3 and low[:-len(suf)] + base in self._plain:
+            if low.endswith(suf) and len(low) - len(suf) >= 3 and low[:-len(suf)] + base in words:
                 return True
         return False
+
+    def _foreign(self, w: str) -> bool:
+        """In no English word list at all, not even as a name that is also a word (Canyon, Song),
+        and no place or name in the lists: Ronson, Oluwaseun. Stricter than ``_unknown``."""
+        return len(w) >= 3 and _VOWEL.search(w) is not None and w not in self._first_all and w not in self._places \
+            and not self._is_plain(w, self._raw) and w.lower() not in _IRREGULAR
 
     def _unknown(self, w: str) -> bool:
         """No English word and no place: a foreign-looking word (Yefremova, Gelencsér)."""
@@ -415,8 +450,8 @@ class EnglishNames:
         for k, w in enumerate(core):
             if not (first[k] or last[k] or self._unknown(w.split("-")[0])):
                 return False  # a plain English word (London Eye, Save As)
-            if w.lower() in self._common and not (lenient and k == 0 and first[k] and any(last[1:])) \
-                    and not (k > 0 and last[k]):
+            if w.lower() in self._common and not (lenient and k == 0 and first[k] and (
+                    any(last[1:]) or all(self._foreign(x) for x in core[1:]))) and not (k > 0 and last[k]):
                 return False  # a verb or adjective that is also a name somewhere (Add Comment, Good Manga)
         hits = sum(f or la for f, la in zip(first, last))
         initial = lenient or any(_SINGLE_INITIAL.match(w) for w in words[1:-1])
@@ -429,8 +464,8 @@ class EnglishNames:
         head = text[max(0, s - 40):s]
         if _CUE_STRONG.search(head) or _ROLE_LABEL.search(text, max(0, s - 40), s):
             return 3
-        if _CUE_MEDIUM.search(head):
-            return 2
+        if _CUE_MEDIUM.search(head) or _JOB_CUE.search(head):
+            return 3 if text[e:e + 1] in (",", "!") and _GREETING_OPEN.search(head) else 2
         if _CUE_AFTER.match(text[e:e + 30]) or (_VOCATIVE.match(text[e:e + 2]) and head.endswith(", ")) or (
                 _LINE_START.search(head) and _ADDRESSED.match(text[e:e + 20])):
             return 3
@@ -501,9 +536,6 @@ class EnglishNames:
                 return
             spans.setdefault((s, e), how)
 
-        def before(s: int, n: int = 40) -> str:
-            return text[max(0, s - n):s]
-
         share: List[float] = []
 
         def english() -> bool:
@@ -554,7 +586,7 @@ class EnglishNames:
                 continue  # and not its first name alone either (Albert Einstein)
             # a run may start with a heading word or a title: the name is what follows
             while words and (words[0].lower() in _LABEL_WORDS or words[0].lower() in _GREETINGS
-                             or re.fullmatch(_TITLE, words[0])):
+                             or re.fullmatch(_TITLE, words[0]) or re.fullmatch(_JOB, words[0])):
                 s = text.index(words[1], s + len(words[0])) if len(words) > 1 else e
                 words = words[1:]
             if not words:
@@ -581,7 +613,7 @@ class EnglishNames:
                 continue
             if not vetoed(s, e, words):
                 add(s, e, "speaker")
-        self._lower_case(text, add, before)
+        self._lower_case(text, add)
 
         # 4. propagation: the words of full names, and lists of names
         full = [(s, e) for (s, e), how in spans.items() if how in ("spacy", "run", "speaker")
@@ -601,6 +633,19 @@ class EnglishNames:
                 if j >= 0 and ends[j] >= m.end():
                     continue  # inside a name already found
                 add(m.start(), m.end(), "propagated")
+        for m in _LOW_LIST.finditer(text) if "," in text else ():
+            items = [m.group(1)] + re.findall(r"[^\W\d_]+", m.group(2)) + [m.group(3)]
+            # at least two and most of them first names no English word spells (not "rose, lily and ivy"), the
+            # others names or words no list has: a list of people, lower-case as chats write it
+            known = sum(1 for w in items if w in self._first_low and w.capitalize() not in self._places)
+            if known < 2 or known * 2 < len(items) or not all(
+                    w in self._first_all_low or (w not in self._stop and self._foreign(w)) for w in items):
+                continue
+            pos = m.start()
+            for w in items:
+                a = text.index(w, pos)
+                pos = a + len(w)
+                add(a, pos, "list")
         for m in _LIST.finditer(text):
             items = [m.group(1)] + re.findall(_CAPW, m.group(2)) + [m.group(3)]
             # most items are names and not places: Morrison, Rogers and Torres; not Paris, London and Rome
@@ -621,7 +666,7 @@ class EnglishNames:
                 add(a, b, "list")
         return [(s, e, self.score) for (s, e) in spans]
 
-    def _lower_case(self, text: str, add, before) -> None:
+    def _lower_case(self, text: str, add) -> None:
         """all-lower-case names: first name [initial] surname, or a single name after a cue"""
         if not any(c.islower() for c in text):
             return
@@ -642,33 +687,54 @@ class EnglishNames:
             a, b = text.rfind("\n", 0, s) + 1, text.find("\n", e)
             return not _LETTER.search(text, a, s) and not _LETTER.search(text, e, len(text) if b < 0 else b)
 
+        def after(k: int) -> Tuple[int, str]:
+            """the word after words[k] on the same line, past a middle initial (benjamin a seiler)"""
+            j = k + 1
+            if j < n and len(words[j][2]) == 1 and text[words[j - 1][1]:words[j][0]].strip() == "":
+                j += 1
+            gap_ok = j < n and re.fullmatch(r"\.?[ \t]+", text[words[j - 1][1]:words[j][0]] or " ")
+            nxt = words[j][2] if gap_ok else ""
+            return j, nxt if nxt.isalpha() and nxt.islower() and len(nxt) >= 3 else ""
+
+        cue_ends = None
         k = 0
         while k < n:
             s, e, w = words[k]
-            if not w.islower() or (not english_text() and not (
-                    w in self._first_low and k + 1 < n and words[k + 1][2] in self._last_low
-                    and own_line(s, words[k + 1][1]))):
+            if not w.islower():
                 k += 1
                 continue
-            if w not in self._first_low:
-                if not self._is_plain(w) and _LOWER_CUE.search(before(s)):
+            first = w in self._first_low
+            if english_text() and not first and self._is_plain(w):
+                k += 1  # most words: plain English (tested first, the cue's regex costs more)
+                continue
+            # a cue (name: ...) tells a name where the words around are no English (name: dagny lindqvist)
+            if cue_ends is None:
+                cue_ends = {m.end() for m in _LOWER_CUE.finditer(text)}
+            cued = s in cue_ends
+            if not english_text() and not cued and not (
+                    first and k + 1 < n and words[k + 1][2] in self._last_low and own_line(s, words[k + 1][1])):
+                k += 1
+                continue
+            if not first:
+                if not self._is_plain(w) and cued:
+                    j, nxt = after(k)
+                    if nxt and not self._is_plain(nxt):  # and its surname: name: dagny lindqvist
+                        add(s, words[j][1], "lower")
+                        k = j + 1
+                        continue
                     add(s, e, "lower")
                 k += 1
                 continue
-            j = k + 1
-            if j < n and len(words[j][2]) == 1 and text[words[j - 1][1]:words[j][0]].strip() == "":
-                j += 1  # a middle initial (benjamin a seiler, eric g. samoylova)
-            gap_ok = j < n and re.fullmatch(r"\.?[ \t]+", text[words[j - 1][1]:words[j][0]] or " ")
-            nxt = words[j][2] if j < n else ""
-            if not nxt.isalpha():
-                nxt = ""
-            if gap_ok and nxt.islower() and len(nxt) >= 3 and not (self._is_plain(w) and self._is_plain(nxt)) and (
+            j, nxt = after(k)
+            if nxt and not (self._is_plain(w) and self._is_plain(nxt)) and (
                     nxt in self._last_low or nxt in self._first_low
                     # a surname no list has, in English text (not "uma forma" in Portuguese)
-                    or (self._unknown(nxt) and english_text())):
+                    or (self._unknown(nxt) and english_text())
+                    # after a cue, any surname (name: john p smith)
+                    or (cued and (nxt[:1].upper() + nxt[1:] in self._last or self._unknown(nxt)))):
                 add(s, words[j][1], "lower")
                 k = j + 1
                 continue
-            if _LOWER_CUE.search(before(s)) and w not in self._plain:
+            if cued and w not in self._plain:
                 add(s, e, "lower")
             k += 1
