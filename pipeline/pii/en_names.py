@@ -291,7 +291,8 @@ _CUE_MEDIUM = re.compile(r"\b(?:[Nn]amed|[Cc]alled|[Nn]amed (?:him|her)|[Cc]alle
 # Musliyevich, by Darijo Čurin); a single word is not
 _BEFORE_RUN = re.compile(r"\b(?:to|for|by|with|from|under|and|of|as|is|was|me|you|him|her)[ \t]+$")
 # a greeting that opens a message or line, the name then a comma: "Hi Oluwaseun, thanks ..." (strong)
-_GREETING_OPEN = re.compile(r"(?:^|\n)[ \t\"'“]*(?:[Hh]i|[Hh]ello|[Hh]ey|[Gg]ood (?:morning|afternoon|evening))[ \t]+$")
+# (read only where _CUE_MEDIUM matched: its greetings)
+_GREETING_OPEN = re.compile(r"(?:^|\n)[ \t\"'“]*(?:[Hh]i|[Hh]ello|[Hh]ey)[ \t]+$")
 # weak: a word no English list has is then taken too (I'm Asya)
 _CUE_WEAK = re.compile(r"\b(?:I'm|I am|[Tt]his is)[\s,:]*$")
 # verbs people do, right after a single word: Asya said, Timotea lives on, Verda is from
